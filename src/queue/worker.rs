@@ -1,0 +1,401 @@
+//! The claim → run → settle loop, its wake-up listener and its housekeeping.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::FutureExt;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::{Handler, Job, JobError, Registry, RetryPolicy};
+use crate::store::jobs;
+
+/// Tuning of one process's workers.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at the same time.
+    pub concurrency: usize,
+    /// How long a claimed job stays ours; a job still running then is cut off and retried.
+    pub lease: Duration,
+    /// Longest idle sleep between two looks at the queue (notifications wake us sooner).
+    pub poll_interval: Duration,
+    /// Backoff and budget of failed jobs.
+    pub retry: RetryPolicy,
+    /// How long in-flight jobs may finish after shutdown starts before they are released.
+    pub shutdown_grace: Duration,
+    /// How long bursts of changes to one CRM timeline note are collected before it is written.
+    pub debounce: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(10),
+            debounce: crate::timeline::DEBOUNCE,
+        }
+    }
+}
+
+impl From<&crate::config::QueueConfig> for WorkerConfig {
+    fn from(queue: &crate::config::QueueConfig) -> Self {
+        Self {
+            concurrency: queue.concurrency,
+            lease: queue.lease,
+            retry: RetryPolicy {
+                base: queue.retry_base,
+                max_delay: queue.retry_max_delay,
+                max_attempts: queue.max_attempts,
+            },
+            shutdown_grace: queue.shutdown_grace,
+            ..Self::default()
+        }
+    }
+}
+
+struct Worker {
+    db: PgPool,
+    registry: Registry,
+    config: WorkerConfig,
+    id: String,
+    wake: Notify,
+}
+
+/// Starts this process's workers, its LISTEN connection and housekeeping, all stopping when
+/// `shutdown` is cancelled.
+pub fn spawn(
+    db: PgPool,
+    registry: Registry,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let worker = Arc::new(Worker {
+        db,
+        registry,
+        config,
+        id: format!("worker-{}", uuid::Uuid::now_v7().simple()),
+        wake: Notify::new(),
+    });
+    tracker.spawn(listen(worker.clone(), shutdown.clone()));
+    tracker.spawn(housekeeping(worker.clone(), shutdown.clone()));
+    tracker.spawn(claim_loop(worker, shutdown));
+}
+
+async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(worker.config.concurrency));
+    let in_flight = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    loop {
+        let first = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let free = 1 + permits.available_permits();
+        let lease = worker.config.lease.as_secs_f64();
+        let claimed = match jobs::claim(&worker.db, &worker.id, free as i64, lease).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                drop(first);
+                tracing::warn!(%error, "claiming jobs failed; retrying");
+                if sleep_or_stop(Duration::from_secs(1), &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(first);
+            let wait = idle_wait(&worker).await;
+            tokio::select! {
+                _ = worker.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let mut first = Some(first);
+        for job in claimed {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("claimed no more jobs than free permits"),
+            };
+            let worker = worker.clone();
+            let hard_stop = hard_stop.clone();
+            in_flight.spawn(async move {
+                run_one(&worker, job, &hard_stop).await;
+                drop(permit);
+            });
+        }
+    }
+    in_flight.close();
+    if tokio::time::timeout(worker.config.shutdown_grace, in_flight.wait())
+        .await
+        .is_err()
+    {
+        hard_stop.cancel();
+        in_flight.wait().await;
+    }
+    match jobs::release(&worker.db, &worker.id, None).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(released = n, "released leased jobs at shutdown"),
+        Err(error) => tracing::warn!(%error, "could not release leased jobs; their leases will expire"),
+    }
+}
+
+/// How long to sleep when nothing is due: until the next scheduled job, at most one poll
+/// interval.
+async fn idle_wait(worker: &Worker) -> Duration {
+    let poll = worker.config.poll_interval;
+    match jobs::next_run_at(&worker.db).await {
+        Ok(Some(next)) => (next - Utc::now())
+            .to_std()
+            .map_or(poll, |until| until.clamp(Duration::from_millis(5), poll)),
+        _ => poll,
+    }
+}
+
+/// Returns true when shutdown started during the sleep.
+async fn sleep_or_stop(duration: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
+async fn run_one(worker: &Worker, job: Job, hard_stop: &CancellationToken) {
+    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+    async {
+        let started = Instant::now();
+        let outcome = match worker.registry.get(&job.kind) {
+            None => Err(JobError::permanent(format!(
+                "no handler for job kind {:?}",
+                job.kind
+            ))),
+            Some(handler) => {
+                // The run must end before the lease does, or another worker could start it too.
+                let budget = worker.config.lease.mul_f64(0.8);
+                let run = AssertUnwindSafe(handler.run(&job)).catch_unwind();
+                tokio::select! {
+                    result = tokio::time::timeout(budget, run) => match result {
+                        Ok(Ok(outcome)) => outcome,
+                        Ok(Err(_panic)) => Err(JobError::retry("the handler panicked")),
+                        Err(_) => Err(JobError::retry(format!("timed out after {budget:?}"))),
+                    },
+                    _ = hard_stop.cancelled() => {
+                        tracing::info!("shutdown: releasing unfinished job");
+                        if let Err(error) = jobs::release(&worker.db, &worker.id, Some(job.id)).await {
+                            tracing::warn!(%error, "could not release job; its lease will expire");
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        record_outcome(&job, &outcome, started);
+        let lease_end = started + worker.config.lease;
+        settle(
+            &worker.db,
+            &worker.id,
+            worker.config.retry,
+            &job,
+            &outcome,
+            lease_end,
+        )
+        .await;
+        if job.ordering_key.is_some() {
+            // Its successor in the same ordering key may now be due.
+            worker.wake.notify_one();
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn record_outcome(job: &Job, outcome: &Result<(), JobError>, started: Instant) {
+    let label = outcome_label(outcome);
+    metrics::counter!("jobs_finished_total", "kind" => job.kind.clone(), "outcome" => label).increment(1);
+    metrics::histogram!("job_duration_seconds", "kind" => job.kind.clone())
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Runs one queued job now, in the caller's task, as a worker would (claim under a lease, run,
+/// settle). Enqueue such a job with a later `run_at` so workers leave it to the caller; should
+/// the caller die first, workers take it at that time. `None` when it is not the caller's to
+/// run (an earlier job of its ordering key has not finished): it is then left to the workers.
+pub async fn run_inline(
+    db: &PgPool,
+    job_id: i64,
+    handler: &dyn Handler,
+    retry: RetryPolicy,
+) -> Result<Option<Result<(), JobError>>, sqlx::Error> {
+    let me = format!("inline-{}", uuid::Uuid::now_v7().simple());
+    let lease = WorkerConfig::default().lease;
+    let Some(job) = jobs::claim_id(db, job_id, &me, lease.as_secs_f64()).await? else {
+        jobs::make_due(db, job_id).await?;
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let outcome = match tokio::time::timeout(
+        lease.mul_f64(0.8),
+        AssertUnwindSafe(handler.run(&job)).catch_unwind(),
+    )
+    .await
+    {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_panic)) => Err(JobError::retry("the handler panicked")),
+        Err(_) => Err(JobError::retry("timed out")),
+    };
+    record_outcome(&job, &outcome, started);
+    settle(db, &me, retry, &job, &outcome, started + lease).await;
+    Ok(Some(outcome))
+}
+
+fn outcome_label(outcome: &Result<(), JobError>) -> &'static str {
+    match outcome {
+        Ok(()) => "done",
+        Err(JobError::Retry { .. }) => "retry",
+        Err(JobError::Defer { .. }) => "deferred",
+        Err(JobError::Permanent(_)) => "dead",
+        Err(JobError::Park { .. }) => "parked",
+    }
+}
+
+/// Records how a run ended, while the lease (ending at `lease_end`) is ours. A database outage
+/// is waited out until then: once the lease is over the job runs again anyway, which is what a
+/// lost settle would lead to, so giving up earlier would only add a duplicate run.
+async fn settle(
+    db: &PgPool,
+    me: &str,
+    policy: RetryPolicy,
+    job: &Job,
+    outcome: &Result<(), JobError>,
+    lease_end: Instant,
+) {
+    let id = job.id;
+    let mut attempt = 0u32;
+    loop {
+        let result = match outcome {
+            Ok(()) => jobs::complete(db, id, me).await,
+            Err(JobError::Retry { error, .. }) if policy.exhausted(job.attempts) => {
+                tracing::error!(
+                    error,
+                    attempts = job.attempts,
+                    "job dead-lettered after its last attempt"
+                );
+                jobs::bury(db, id, me, error).await
+            }
+            Err(JobError::Retry { error, after }) => {
+                let delay = policy.delay(job.attempts, *after);
+                tracing::warn!(error, retry_in = ?delay, "job failed; will retry");
+                jobs::reschedule(db, id, me, in_future(delay), Some(error), false).await
+            }
+            Err(JobError::Defer { reason, after }) => {
+                tracing::info!(reason, retry_in = ?after, "job deferred");
+                jobs::reschedule(db, id, me, in_future(*after), Some(reason), true).await
+            }
+            Err(JobError::Permanent(error)) => {
+                tracing::error!(error, "job failed permanently; dead-lettered");
+                jobs::bury(db, id, me, error).await
+            }
+            Err(JobError::Park { on, reason }) => {
+                tracing::info!(on, reason, "job parked");
+                jobs::park(db, id, me, on, reason).await
+            }
+        };
+        match result {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::warn!("lease lost before the job was settled; another worker owns it now");
+                return;
+            }
+            Err(error) => {
+                let pause = Duration::from_millis(100 << attempt.min(4));
+                if Instant::now() + pause >= lease_end {
+                    tracing::warn!(%error, "could not settle the job before its lease ran out; it will run again");
+                    return;
+                }
+                tracing::warn!(%error, attempt, "settling job failed; retrying");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn in_future(delay: Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1))
+}
+
+/// Wakes the claim loop whenever a job is inserted anywhere (the table's NOTIFY trigger).
+async fn listen(worker: Arc<Worker>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match PgListener::connect_with(&worker.db).await {
+            Ok(mut listener) => match listener.listen("jobs").await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    // Notifications sent while we were not listening are lost: look once.
+                    worker.wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            received = listener.recv() => match received {
+                                Ok(_) => worker.wake.notify_one(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "job notifications interrupted");
+                                    break;
+                                }
+                            },
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "LISTEN jobs failed"),
+            },
+            Err(error) => tracing::debug!(%error, "job listener cannot connect yet"),
+        }
+        if sleep_or_stop(backoff, &shutdown).await {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Trims finished jobs and publishes queue gauges.
+async fn housekeeping(worker: Arc<Worker>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut last_purge = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Ok(depths) = jobs::depth(&worker.db).await {
+            for state in ["queued", "running", "parked", "dead"] {
+                let row = depths.iter().find(|d| d.state == state);
+                metrics::gauge!("jobs_depth", "state" => state).set(row.map_or(0.0, |d| d.count as f64));
+                metrics::gauge!("jobs_oldest_age_seconds", "state" => state)
+                    .set(row.map_or(0.0, |d| d.oldest_age_seconds));
+            }
+        }
+        if last_purge.elapsed() > Duration::from_secs(3600) {
+            last_purge = Instant::now();
+            // Finished jobs are kept a week for inspection, then dropped.
+            if let Err(error) = jobs::purge_done(&worker.db, 7.0 * 86_400.0).await {
+                tracing::debug!(%error, "purging finished jobs failed");
+            }
+        }
+    }
+}

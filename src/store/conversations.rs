@@ -1,0 +1,247 @@
+//! Conversations: one per (channel, contact).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// The conversation of `contact` on `channel`, created if new (with its first activity at `at`).
+pub async fn upsert(
+    conn: &mut PgConnection,
+    channel_id: Uuid,
+    contact_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    if let Some(id) = sqlx::query_scalar!(
+        "SELECT id FROM conversations WHERE channel_id = $1 AND contact_id = $2",
+        channel_id,
+        contact_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    {
+        return Ok(id);
+    }
+    sqlx::query_scalar!(
+        r#"INSERT INTO conversations (id, channel_id, contact_id, last_message_at)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (channel_id, contact_id) DO UPDATE SET updated_at = conversations.updated_at
+           RETURNING id"#,
+        Uuid::now_v7(),
+        channel_id,
+        contact_id,
+        at,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Records a customer message sent at `at`: it opens (or extends) the 24-hour reply window,
+/// moves the conversation up the activity order and marks it unseen. Timestamps only move
+/// forward, so late webhooks change nothing.
+pub async fn record_inbound(conn: &mut PgConnection, id: Uuid, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE conversations SET
+               last_inbound_at = GREATEST(last_inbound_at, $2),
+               last_message_at = GREATEST(last_message_at, $2),
+               seen = false, status = 'open', updated_at = now()
+           WHERE id = $1"#,
+        id,
+        at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a message of ours (or an echo) sent at `at`: activity order only.
+pub async fn record_outbound(
+    conn: &mut PgConnection,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE conversations SET last_message_at = GREATEST(last_message_at, $2), updated_at = now()
+           WHERE id = $1"#,
+        id,
+        at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A conversation with its customer, as the provider endpoints show it.
+#[derive(Debug, Clone)]
+pub struct ConversationRow {
+    /// Our id.
+    pub id: Uuid,
+    /// Its channel.
+    pub channel_id: Uuid,
+    /// open or closed.
+    pub status: String,
+    /// Seen by a salesperson.
+    pub seen: bool,
+    /// Last customer message (the reply window runs from it).
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    /// Activity order key.
+    pub last_message_at: DateTime<Utc>,
+    /// The customer.
+    pub contact_id: Uuid,
+    /// Customer's phone digits.
+    pub wa_id: Option<String>,
+    /// Customer's business-scoped id.
+    pub bsuid: Option<String>,
+    /// Customer's WhatsApp profile name.
+    pub profile_name: Option<String>,
+}
+
+/// Conversations of a channel strictly older in activity order than `(at, id)`, newest first.
+pub async fn page(
+    db: impl sqlx::PgExecutor<'_>,
+    channel_id: Uuid,
+    at: DateTime<Utc>,
+    id: Uuid,
+    limit: i64,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ConversationRow,
+        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
+                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name
+           FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+           WHERE c.channel_id = $1 AND (c.last_message_at, c.id) < ($2, $3)
+           ORDER BY c.last_message_at DESC, c.id DESC
+           LIMIT $4"#,
+        channel_id,
+        at,
+        id,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// One conversation of a channel.
+pub async fn find_on_channel(
+    db: impl sqlx::PgExecutor<'_>,
+    channel_id: Uuid,
+    id: Uuid,
+) -> Result<Option<ConversationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ConversationRow,
+        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
+                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name
+           FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+           WHERE c.channel_id = $1 AND c.id = $2"#,
+        channel_id,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether `contact_id` has a conversation on `channel_id`.
+pub async fn exists(
+    db: impl sqlx::PgExecutor<'_>,
+    channel_id: Uuid,
+    contact_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM conversations WHERE channel_id = $1 AND contact_id = $2) AS "exists!""#,
+        channel_id,
+        contact_id
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The conversations of the customers with these phone digits (`wa_id`s) on `company_id`'s
+/// live channels, most recent first.
+pub async fn of_wa_ids_in_company(
+    db: impl sqlx::PgExecutor<'_>,
+    company_id: i64,
+    wa_ids: &[String],
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ConversationRow,
+        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
+                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name
+           FROM conversations c
+           JOIN contacts ct ON ct.id = c.contact_id
+           JOIN channels ch ON ch.id = c.channel_id
+           WHERE ch.company_id = $1 AND ch.mode <> 'disabled' AND ct.wa_id = ANY($2)
+           ORDER BY c.last_message_at DESC, c.id DESC"#,
+        company_id,
+        wa_ids,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The newest `limit` conversations on `company_id`'s live channels, unseen ones first.
+pub async fn recent_in_company(
+    db: impl sqlx::PgExecutor<'_>,
+    company_id: i64,
+    limit: i64,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ConversationRow,
+        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
+                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name
+           FROM conversations c
+           JOIN contacts ct ON ct.id = c.contact_id
+           JOIN channels ch ON ch.id = c.channel_id
+           WHERE ch.company_id = $1 AND ch.mode <> 'disabled'
+           ORDER BY c.seen, c.last_message_at DESC, c.id DESC
+           LIMIT $2"#,
+        company_id,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// How many conversations on `company_id`'s live channels nobody has seen yet.
+pub async fn count_unseen_in_company(
+    db: impl sqlx::PgExecutor<'_>,
+    company_id: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM conversations c JOIN channels ch ON ch.id = c.channel_id
+           WHERE ch.company_id = $1 AND ch.mode <> 'disabled' AND NOT c.seen"#,
+        company_id,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// One conversation on a live channel of `company_id`.
+pub async fn find_in_company(
+    db: impl sqlx::PgExecutor<'_>,
+    company_id: i64,
+    id: Uuid,
+) -> Result<Option<ConversationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ConversationRow,
+        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
+                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name
+           FROM conversations c
+           JOIN contacts ct ON ct.id = c.contact_id
+           JOIN channels ch ON ch.id = c.channel_id
+           WHERE ch.company_id = $1 AND ch.mode <> 'disabled' AND c.id = $2"#,
+        company_id,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks a conversation as seen by a salesperson.
+pub async fn mark_seen(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE conversations SET seen = true, updated_at = now() WHERE id = $1 AND NOT seen",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! SQL of the durable job queue (see `queue` for the worker that drives it).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor};
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Which handler runs it.
+    pub kind: &'static str,
+    /// Handler input.
+    pub payload: serde_json::Value,
+    /// Jobs with the same key run one at a time, in insertion order.
+    pub ordering_key: Option<String>,
+    /// A second job with the same key is not inserted.
+    pub dedup_key: Option<String>,
+    /// Not before this time.
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    /// A job of `kind` whose payload is `payload` serialised to JSON.
+    pub fn new(kind: &'static str, payload: &impl Serialize) -> Self {
+        Self {
+            kind,
+            payload: serde_json::to_value(payload).expect("job payloads serialise to JSON"),
+            ordering_key: None,
+            dedup_key: None,
+            run_at: None,
+        }
+    }
+
+    /// Runs after every earlier job with the same key.
+    pub fn ordered_by(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+
+    /// Is inserted only once per key.
+    pub fn dedup(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+
+    /// Runs no earlier than `at`.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+}
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Queue id.
+    pub id: i64,
+    /// Handler name.
+    pub kind: String,
+    /// Handler input.
+    pub payload: serde_json::Value,
+    /// Ordering key, if any.
+    pub ordering_key: Option<String>,
+    /// Attempts including this one.
+    pub attempts: i32,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Inserts a job; returns its id, or `None` when the dedup key already exists.
+/// Workers are woken by the table's NOTIFY trigger when the transaction commits.
+pub async fn enqueue(conn: &mut PgConnection, job: NewJob) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"INSERT INTO jobs (kind, payload, ordering_key, dedup_key, run_at)
+           VALUES ($1, $2, $3, $4, COALESCE($5, now()))
+           ON CONFLICT (dedup_key) DO NOTHING
+           RETURNING id"#,
+        job.kind,
+        job.payload,
+        job.ordering_key,
+        job.dedup_key,
+        job.run_at,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Leases up to `limit` due jobs to `worker`. A job is due when its time has come and no
+/// earlier job of its ordering key is still queued, running or parked. A running job whose
+/// lease ran out (its worker died) is due again at once.
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    limit: i64,
+    lease_seconds: f64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as!(
+        Job,
+        r#"WITH due AS (
+               SELECT j.id FROM jobs j
+               WHERE ((j.state = 'queued' AND j.run_at <= now())
+                      OR (j.state = 'running' AND j.locked_until < now()))
+                 AND (j.ordering_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM jobs e
+                       WHERE e.ordering_key = j.ordering_key AND e.id < j.id
+                         AND e.state IN ('queued', 'running', 'parked')))
+               ORDER BY j.run_at, j.id
+               LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           UPDATE jobs SET state = 'running', locked_by = $2,
+                  locked_until = now() + make_interval(secs => $3),
+                  attempts = jobs.attempts + 1, updated_at = now()
+           FROM due WHERE jobs.id = due.id
+           RETURNING jobs.id, jobs.kind, jobs.payload, jobs.ordering_key, jobs.attempts,
+                     jobs.created_at"#,
+        limit,
+        worker,
+        lease_seconds,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Leases one particular job to `worker`, whatever its scheduled time, unless an earlier job
+/// of its ordering key is unfinished (same rule as [`claim`]).
+pub async fn claim_id(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    worker: &str,
+    lease_seconds: f64,
+) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as!(
+        Job,
+        r#"UPDATE jobs SET state = 'running', locked_by = $2,
+                  locked_until = now() + make_interval(secs => $3),
+                  attempts = jobs.attempts + 1, updated_at = now()
+           WHERE jobs.id = (
+               SELECT j.id FROM jobs j
+               WHERE j.id = $1 AND j.state = 'queued'
+                 AND (j.ordering_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM jobs e
+                       WHERE e.ordering_key = j.ordering_key AND e.id < j.id
+                         AND e.state IN ('queued', 'running', 'parked')))
+               FOR UPDATE SKIP LOCKED)
+           RETURNING jobs.id, jobs.kind, jobs.payload, jobs.ordering_key, jobs.attempts,
+                     jobs.created_at"#,
+        id,
+        worker,
+        lease_seconds,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Makes a queued job due now.
+pub async fn make_due(db: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE jobs SET run_at = now(), updated_at = now() WHERE id = $1 AND state = 'queued'",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks a job done, if this worker still holds its lease.
+pub async fn complete(db: impl PgExecutor<'_>, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
+                  finished_at = now(), updated_at = now()
+           WHERE id = $1 AND locked_by = $2 AND state = 'running'"#,
+        id,
+        worker,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a job back in the queue to run at `run_at`. `refund_attempt` is set when the run was
+/// not the job's fault (rate limits, shutdown) and must not count against its retry budget.
+pub async fn reschedule(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    worker: &str,
+    run_at: DateTime<Utc>,
+    error: Option<&str>,
+    refund_attempt: bool,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL, run_at = $3,
+                  last_error = COALESCE($4, last_error),
+                  attempts = CASE WHEN $5 THEN GREATEST(attempts - 1, 0) ELSE attempts END,
+                  updated_at = now()
+           WHERE id = $1 AND locked_by = $2 AND state = 'running'"#,
+        id,
+        worker,
+        run_at,
+        error,
+        refund_attempt,
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Dead-letters a job: it is kept for inspection and `outbox retry`, and no longer holds back
+/// its ordering key.
+pub async fn bury(db: impl PgExecutor<'_>, id: i64, worker: &str, error: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE jobs SET state = 'dead', locked_by = NULL, locked_until = NULL, last_error = $3,
+                  finished_at = now(), updated_at = now()
+           WHERE id = $1 AND locked_by = $2 AND state = 'running'"#,
+        id,
+        worker,
+        error,
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Parks a job until something outside the queue calls [`unpark`] with the same tag.
+pub async fn park(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    worker: &str,
+    parked_on: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE jobs SET state = 'parked', locked_by = NULL, locked_until = NULL,
+                  parked_on = $3, last_error = $4,
+                  attempts = GREATEST(attempts - 1, 0), updated_at = now()
+           WHERE id = $1 AND locked_by = $2 AND state = 'running'"#,
+        id,
+        worker,
+        parked_on,
+        reason,
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Re-queues every job parked on `parked_on`; returns how many.
+pub async fn unpark(db: impl PgExecutor<'_>, parked_on: &str) -> Result<u64, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', parked_on = NULL, run_at = now(), updated_at = now()
+           WHERE state = 'parked' AND parked_on = $1"#,
+        parked_on,
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected())
+}
+
+/// Releases one job (or every job) a stopping worker still holds, without charging an attempt.
+pub async fn release(db: impl PgExecutor<'_>, worker: &str, id: Option<i64>) -> Result<u64, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
+                  attempts = GREATEST(attempts - 1, 0), updated_at = now()
+           WHERE state = 'running' AND locked_by = $1 AND ($2::bigint IS NULL OR id = $2)"#,
+        worker,
+        id,
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected())
+}
+
+/// When the next queued job falls due, if any.
+pub async fn next_run_at(db: impl PgExecutor<'_>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT min(run_at) AS "next" FROM jobs WHERE state = 'queued'"#)
+        .fetch_one(db)
+        .await
+}
+
+/// A job as `outbox list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// Queue id.
+    pub id: i64,
+    /// Handler name.
+    pub kind: String,
+    /// queued, running, parked, dead or done.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Next attempt time.
+    pub run_at: DateTime<Utc>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// What a parked job waits for.
+    pub parked_on: Option<String>,
+    /// Ordering key.
+    pub ordering_key: Option<String>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Unfinished jobs (or only dead ones), oldest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    dead_only: bool,
+    limit: i64,
+) -> Result<Vec<JobSummary>, sqlx::Error> {
+    sqlx::query_as!(
+        JobSummary,
+        r#"SELECT id, kind, state, attempts, run_at, last_error, parked_on, ordering_key, created_at
+           FROM jobs
+           WHERE CASE WHEN $1 THEN state = 'dead' ELSE state <> 'done' END
+           ORDER BY id
+           LIMIT $2"#,
+        dead_only,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Re-queues dead jobs (one id, or all when `id` is `None`) with a fresh retry budget.
+pub async fn retry_dead(db: impl PgExecutor<'_>, id: Option<i64>) -> Result<u64, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE jobs SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+                  updated_at = now()
+           WHERE state = 'dead' AND ($1::bigint IS NULL OR id = $1)"#,
+        id,
+    )
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected())
+}
+
+/// Queue depth and the age of the oldest waiting job, per state, for metrics.
+#[derive(Debug, Clone)]
+pub struct QueueDepth {
+    /// queued, running, parked or dead.
+    pub state: String,
+    /// Number of jobs.
+    pub count: i64,
+    /// Seconds since the oldest of them was enqueued.
+    pub oldest_age_seconds: f64,
+}
+
+/// Depth per unfinished state.
+pub async fn depth(db: impl PgExecutor<'_>) -> Result<Vec<QueueDepth>, sqlx::Error> {
+    sqlx::query_as!(
+        QueueDepth,
+        r#"SELECT state AS "state!", count(*) AS "count!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS "oldest_age_seconds!"
+           FROM jobs WHERE state <> 'done' GROUP BY state"#
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes finished jobs older than `older_than_seconds`, keeping the table small.
+pub async fn purge_done(db: impl PgExecutor<'_>, older_than_seconds: f64) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        r#"DELETE FROM jobs WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)"#,
+        older_than_seconds,
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}

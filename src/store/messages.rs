@@ -1,0 +1,438 @@
+//! Messages in both directions, their WhatsApp ids and their delivery status.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The customer.
+    Inbound,
+    /// The business (from Pipedrive, or echoed from the WhatsApp Business app).
+    Outbound,
+}
+
+/// Where a message is in its life. Positive statuses only move forward
+/// (queued < sending < sent < delivered < read); failed is terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    /// Stored, waiting to be sent to WhatsApp.
+    Queued,
+    /// A send attempt is under way.
+    Sending,
+    /// Accepted by WhatsApp (inbound messages are stored as sent).
+    Sent,
+    /// On the customer's device.
+    Delivered,
+    /// Read by the customer.
+    Read,
+    /// Could not be delivered.
+    Failed,
+}
+
+impl MessageStatus {
+    /// Parses a WhatsApp status webhook value (`played` counts as read).
+    pub fn from_webhook(value: &str) -> Option<Self> {
+        match value {
+            "sent" => Some(Self::Sent),
+            "delivered" => Some(Self::Delivered),
+            "read" | "played" => Some(Self::Read),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    /// The status as Pipedrive's contract spells it (it has no "not sent yet").
+    pub fn for_pipedrive(self) -> &'static str {
+        match self {
+            Self::Queued | Self::Sending | Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    /// Our id.
+    pub id: Uuid,
+    /// Its conversation.
+    pub conversation_id: Uuid,
+    /// Its channel.
+    pub channel_id: Uuid,
+    /// Who wrote it.
+    pub direction: Direction,
+    /// WhatsApp's id, once known.
+    pub wamid: Option<&'a str>,
+    /// Participant id of the writer.
+    pub sender_id: &'a str,
+    /// WhatsApp message type.
+    pub kind: &'a str,
+    /// Rendered text.
+    pub body: &'a str,
+    /// The item as WhatsApp sent it.
+    pub raw: Option<&'a serde_json::Value>,
+    /// Initial status.
+    pub status: MessageStatus,
+    /// The wamid it replies to.
+    pub reply_to_wamid: Option<&'a str>,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Stores a message unless one with the same wamid exists on the channel; true when stored.
+pub async fn insert(conn: &mut PgConnection, m: &NewMessage<'_>) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query!(
+        r#"INSERT INTO messages (id, conversation_id, channel_id, direction, wamid, sender_id, kind,
+                                 body, raw, status, reply_to_wamid, sent_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           ON CONFLICT (channel_id, wamid) DO NOTHING"#,
+        m.id,
+        m.conversation_id,
+        m.channel_id,
+        m.direction as Direction,
+        m.wamid,
+        m.sender_id,
+        m.kind,
+        m.body,
+        m.raw,
+        m.status as MessageStatus,
+        m.reply_to_wamid,
+        m.sent_at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// A stored message, located by WhatsApp id.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// Our id.
+    pub id: Uuid,
+    /// Its conversation.
+    pub conversation_id: Uuid,
+    /// Its rendered text.
+    pub body: String,
+}
+
+/// The message with `wamid` on `channel_id`.
+pub async fn find_by_wamid(
+    conn: &mut PgConnection,
+    channel_id: Uuid,
+    wamid: &str,
+) -> Result<Option<Located>, sqlx::Error> {
+    sqlx::query_as!(
+        Located,
+        "SELECT id, conversation_id, body FROM messages WHERE channel_id = $1 AND wamid = $2",
+        channel_id,
+        wamid
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The message with our `id` on `channel_id`.
+pub async fn find_on_channel(
+    conn: &mut PgConnection,
+    channel_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Located>, sqlx::Error> {
+    sqlx::query_as!(
+        Located,
+        "SELECT id, conversation_id, body FROM messages WHERE channel_id = $1 AND id = $2",
+        channel_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Failure details of a `failed` status.
+#[derive(Debug, Clone, Default)]
+pub struct Failure<'a> {
+    /// Meta's error code.
+    pub code: Option<i32>,
+    /// Meta's error title.
+    pub title: Option<&'a str>,
+    /// Meta's human-readable details.
+    pub detail: Option<&'a str>,
+}
+
+/// Moves a message to `status` if that is a step forward (failed only from a not-yet-read,
+/// not-failed state). Returns the conversation id when the status changed.
+pub async fn advance_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: MessageStatus,
+    failure: &Failure<'_>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"UPDATE messages SET status = $2,
+               error_code = COALESCE($3, error_code),
+               error_title = COALESCE($4, error_title),
+               error_detail = COALESCE($5, error_detail),
+               updated_at = now()
+           WHERE id = $1 AND status <> 'failed' AND (
+               CASE $2 WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2
+                       WHEN 'delivered' THEN 3 WHEN 'read' THEN 4 ELSE 5 END
+             > CASE status WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2
+                       WHEN 'delivered' THEN 3 WHEN 'read' THEN 4 ELSE 5 END)
+             AND NOT ($2 = 'failed' AND status = 'read')
+           RETURNING conversation_id"#,
+        id,
+        status as MessageStatus,
+        failure.code,
+        failure.title,
+        failure.detail,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Replaces a message's rendered text (edits and deletions by the customer).
+pub async fn set_body(conn: &mut PgConnection, id: Uuid, body: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE messages SET body = $2, updated_at = now() WHERE id = $1",
+        id,
+        body
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The conversation a message belongs to.
+pub async fn conversation_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT conversation_id FROM messages WHERE id = $1", id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A message as the provider endpoints and deliveries show it.
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    /// Our id.
+    pub id: Uuid,
+    /// Its conversation.
+    pub conversation_id: Uuid,
+    /// Its channel.
+    pub channel_id: Uuid,
+    /// Who wrote it.
+    pub direction: Direction,
+    /// Participant id of the writer.
+    pub sender_id: String,
+    /// WhatsApp type.
+    pub kind: String,
+    /// Rendered text.
+    pub body: String,
+    /// Delivery status.
+    pub status: MessageStatus,
+    /// Meta's error code when failed.
+    pub error_code: Option<i32>,
+    /// Meta's error title when failed.
+    pub error_title: Option<String>,
+    /// Meta's details when failed.
+    pub error_detail: Option<String>,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Messages of a conversation strictly older than `(at, id)`, newest first.
+pub async fn page(
+    db: impl sqlx::PgExecutor<'_>,
+    conversation_id: Uuid,
+    at: DateTime<Utc>,
+    id: Uuid,
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
+                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at
+           FROM messages
+           WHERE conversation_id = $1 AND (sent_at, id) < ($2, $3)
+           ORDER BY sent_at DESC, id DESC
+           LIMIT $4"#,
+        conversation_id,
+        at,
+        id,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The newest `limit` messages of each of `conversation_ids`, newest first per conversation, in
+/// one round trip.
+pub async fn latest_of(
+    db: impl sqlx::PgExecutor<'_>,
+    conversation_ids: &[Uuid],
+    limit: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT m.id AS "id!", m.conversation_id AS "conversation_id!", m.channel_id AS "channel_id!",
+                  m.direction AS "direction!: Direction", m.sender_id AS "sender_id!", m.kind AS "kind!",
+                  m.body AS "body!", m.status AS "status!: MessageStatus", m.error_code, m.error_title,
+                  m.error_detail, m.sent_at AS "sent_at!"
+           FROM unnest($1::uuid[]) AS c(id)
+           CROSS JOIN LATERAL (
+               SELECT * FROM messages WHERE conversation_id = c.id
+               ORDER BY sent_at DESC, id DESC LIMIT $2) m"#,
+        conversation_ids,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// One message of a channel (optionally required to be in `conversation_id`).
+pub async fn find_row(
+    db: impl sqlx::PgExecutor<'_>,
+    channel_id: Uuid,
+    id: Uuid,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
+                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at
+           FROM messages WHERE channel_id = $1 AND id = $2"#,
+        channel_id,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The message a WhatsApp id belongs to: the message's own wamid, or the wamid of one of its
+/// extra media parts.
+pub async fn find_by_any_wamid(
+    conn: &mut PgConnection,
+    channel_id: Uuid,
+    wamid: &str,
+) -> Result<Option<Located>, sqlx::Error> {
+    sqlx::query_as!(
+        Located,
+        r#"SELECT id AS "id!", conversation_id AS "conversation_id!", body AS "body!" FROM (
+               SELECT id, conversation_id, body FROM messages WHERE channel_id = $1 AND wamid = $2
+               UNION ALL
+               SELECT m.id, m.conversation_id, m.body FROM attachments a JOIN messages m ON m.id = a.message_id
+               WHERE m.channel_id = $1 AND a.wamid = $2
+           ) found LIMIT 1"#,
+        channel_id,
+        wamid
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records WhatsApp's id of the message itself unless it already has one.
+pub async fn set_wamid_if_missing(conn: &mut PgConnection, id: Uuid, wamid: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE messages SET wamid = $2, updated_at = now() WHERE id = $1 AND wamid IS NULL",
+        id,
+        wamid
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Everything the send job needs about an outbound message.
+#[derive(Debug, Clone)]
+pub struct SendView {
+    /// Our id.
+    pub id: Uuid,
+    /// Its conversation.
+    pub conversation_id: Uuid,
+    /// Text typed in Pipedrive.
+    pub body: String,
+    /// `{"template": …}` for template sends.
+    pub raw: Option<serde_json::Value>,
+    /// Current status.
+    pub status: MessageStatus,
+    /// WhatsApp id of the message itself, once sent.
+    pub wamid: Option<String>,
+    /// When the last send attempt started.
+    pub send_attempted_at: Option<DateTime<Utc>>,
+    /// Last customer message of the conversation.
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    /// Recipient's phone digits.
+    pub wa_id: Option<String>,
+    /// Recipient's business-scoped id.
+    pub bsuid: Option<String>,
+    /// Sending number.
+    pub phone_number_id: String,
+}
+
+/// The send view of an outbound message.
+pub async fn send_view(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<SendView>, sqlx::Error> {
+    sqlx::query_as!(
+        SendView,
+        r#"SELECT m.id, m.conversation_id, m.body, m.raw, m.status AS "status: MessageStatus", m.wamid,
+                  m.send_attempted_at, c.last_inbound_at, ct.wa_id, ct.bsuid, ch.phone_number_id
+           FROM messages m
+           JOIN conversations c ON c.id = m.conversation_id
+           JOIN contacts ct ON ct.id = c.contact_id
+           JOIN channels ch ON ch.id = m.channel_id
+           WHERE m.id = $1 AND m.direction = 'outbound'"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks a send attempt as started and in doubt (committed before the request leaves, so that
+/// a crash or timeout afterwards is known to be "maybe sent").
+pub async fn begin_send(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE messages SET send_attempted_at = now(), updated_at = now(),
+               status = CASE WHEN status = 'queued' THEN 'sending' ELSE status END
+           WHERE id = $1 AND status <> 'failed'"#,
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Clears the doubt of an attempt: it certainly reached WhatsApp (`reached`) or certainly did
+/// not (the message goes back to `queued` if nothing of it was sent yet).
+pub async fn settle_attempt(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    reached: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE messages SET send_attempted_at = NULL, updated_at = now(),
+               status = CASE WHEN NOT $2 AND status = 'sending' AND wamid IS NULL THEN 'queued' ELSE status END
+           WHERE id = $1"#,
+        id,
+        reached,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A message by id, on whatever channel.
+pub async fn find_any(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
+                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at
+           FROM messages WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,13 @@
+//! The WhatsApp side: Meta's Graph API and the webhooks it sends us.
+
+pub mod graph;
+pub mod inbound;
+pub mod ingest;
+pub mod outbound;
+pub mod payload;
+pub mod render;
+pub mod reply;
+pub mod send;
+pub mod signature;
+pub mod templates;
+pub mod webhook;

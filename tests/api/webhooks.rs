@@ -1,0 +1,565 @@
+//! Meta's side: the verification handshake, signatures, persist-before-ack, and processing of
+//! every message type and status into the store.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{
+    APP_SECRET, PHONE_NUMBER_IDS, PgProxy, VERIFY_TOKEN, assert_error, eventually, inbound_webhook,
+    spawn_app, spawn_app_with, status_webhook, text_message,
+};
+
+const CUSTOMER: &str = "5511987654321";
+
+async fn event_count(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_events")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Waits until every stored webhook is processed and returns the states.
+async fn processed(db: &PgPool) -> Vec<(String, Option<String>)> {
+    eventually(Duration::from_secs(10), || async {
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT state, note FROM webhook_events ORDER BY id")
+                .fetch_all(db)
+                .await
+                .unwrap();
+        (!rows.is_empty() && rows.iter().all(|(s, _)| s != "pending")).then_some(rows)
+    })
+    .await
+}
+
+async fn message_body(db: &PgPool, wamid: &str) -> String {
+    sqlx::query_scalar("SELECT body FROM messages WHERE wamid = $1")
+        .bind(wamid)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn handshake_echoes_the_challenge_only_for_our_token() {
+    let app = spawn_app().await;
+    let ok = app
+        .get(&format!(
+            "/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={VERIFY_TOKEN}"
+        ))
+        .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["content-type"], "text/plain");
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    for query in [
+        "hub.mode=subscribe&hub.challenge=1&hub.verify_token=wrong",
+        "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=test-verify-token",
+        "hub.mode=subscribe&hub.verify_token=test-verify-token",
+        "",
+    ] {
+        let response = app.get(&format!("/webhooks/whatsapp?{query}")).await;
+        assert_eq!(response.status(), 403, "{query}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_or_badly_signed_webhooks_are_refused_and_not_stored() {
+    let app = spawn_app().await;
+    let body = serde_json::to_vec(&inbound_webhook(PHONE_NUMBER_IDS[0], CUSTOMER, "Ana", vec![])).unwrap();
+    let good = pipedrive_whatsapp::whatsapp::signature::sign(APP_SECRET.as_bytes(), &body);
+    let other_body = pipedrive_whatsapp::whatsapp::signature::sign(APP_SECRET.as_bytes(), b"{}");
+    let wrong_key = pipedrive_whatsapp::whatsapp::signature::sign(b"not-the-secret", &body);
+    for signature in [
+        None,
+        Some("sha256=00"),
+        Some(other_body.as_str()),
+        Some(wrong_key.as_str()),
+    ] {
+        let mut request = app.client.post(app.url("/webhooks/whatsapp")).body(body.clone());
+        if let Some(s) = signature {
+            request = request.header("x-hub-signature-256", s);
+        }
+        assert_error(request.send().await.unwrap(), 401, "UNAUTHORIZED").await;
+    }
+    assert_eq!(event_count(&app.db).await, 0);
+    let accepted = app
+        .client
+        .post(app.url("/webhooks/whatsapp"))
+        .header("x-hub-signature-256", good)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(event_count(&app.db).await, 1, "stored before the 200");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_json_with_a_good_signature_is_a_400_and_nothing_else() {
+    let app = spawn_app().await;
+    let body = b"{\"object\": \"whatsapp_business_account\", ";
+    let response = app
+        .client
+        .post(app.url("/webhooks/whatsapp"))
+        .header(
+            "x-hub-signature-256",
+            pipedrive_whatsapp::whatsapp::signature::sign(APP_SECRET.as_bytes(), body),
+        )
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    let message = assert_error(response, 400, "BAD_REQUEST").await;
+    assert!(message.contains("JSON"), "{message}");
+    assert_eq!(event_count(&app.db).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_up_to_3_mb_are_accepted_and_larger_ones_refused() {
+    let app = spawn_app().await;
+    let padding = "x".repeat(3 * 1024 * 1024);
+    let big = json!({"object": "whatsapp_business_account", "entry": [], "padding": padding});
+    assert_eq!(app.post_webhook(&big).await.status(), 200);
+    let huge =
+        json!({"object": "whatsapp_business_account", "entry": [], "padding": "y".repeat(5 * 1024 * 1024)});
+    assert_error(app.post_webhook(&huge).await, 413, "PAYLOAD_TOO_LARGE").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_text_message_becomes_contact_conversation_message_and_delivery_job() {
+    let app = spawn_app().await;
+    let ts = 1_763_800_000;
+    let hook = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana Souza",
+        vec![text_message("wamid.T1", CUSTOMER, ts, "Hi!")],
+    );
+    assert_eq!(app.post_webhook(&hook).await.status(), 200);
+    assert_eq!(processed(&app.db).await, [("processed".to_string(), None)]);
+
+    let (name, wa_id): (String, String) = sqlx::query_as("SELECT profile_name, wa_id FROM contacts")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!((name.as_str(), wa_id.as_str()), ("Ana Souza", CUSTOMER));
+    let (direction, status, body, sent_at): (String, String, String, i64) = sqlx::query_as(
+        "SELECT direction, status, body, extract(epoch from sent_at)::bigint FROM messages WHERE wamid = 'wamid.T1'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (direction.as_str(), status.as_str(), body.as_str(), sent_at),
+        ("inbound", "sent", "Hi!", ts)
+    );
+    let (last_inbound, seen): (i64, bool) =
+        sqlx::query_as("SELECT extract(epoch from last_inbound_at)::bigint, seen FROM conversations")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((last_inbound, seen), (ts, false));
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'deliver_message'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_webhook_three_times_stores_one_message_and_one_delivery() {
+    let app = spawn_app().await;
+    let hook = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.DUP", CUSTOMER, 1_763_800_000, "once")],
+    );
+    for _ in 0..3 {
+        assert_eq!(app.post_webhook(&hook).await.status(), 200);
+    }
+    let states = processed(&app.db).await;
+    assert_eq!(states.len(), 3);
+    let (messages, deliveries): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM jobs WHERE kind = 'deliver_message')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((messages, deliveries), (1, 1));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_entry_change_and_message_of_a_batch_is_processed() {
+    let app = spawn_app().await;
+    let mut hook = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![
+            text_message("wamid.B1", CUSTOMER, 1, "one"),
+            text_message("wamid.B2", CUSTOMER, 2, "two"),
+        ],
+    );
+    let second = inbound_webhook(
+        PHONE_NUMBER_IDS[1],
+        "4915112345678",
+        "Jonas",
+        vec![text_message("wamid.B3", "4915112345678", 3, "drei")],
+    );
+    let extra_change = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        "4915112345678",
+        "Jonas",
+        vec![text_message("wamid.B4", "4915112345678", 4, "vier")],
+    );
+    hook["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(second["entry"][0].clone());
+    hook["entry"][0]["changes"]
+        .as_array_mut()
+        .unwrap()
+        .push(extra_change["entry"][0]["changes"][0].clone());
+    assert_eq!(app.post_webhook(&hook).await.status(), 200);
+    processed(&app.db).await;
+    let wamids: Vec<String> = sqlx::query_scalar("SELECT wamid FROM messages ORDER BY wamid")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(wamids, ["wamid.B1", "wamid.B2", "wamid.B3", "wamid.B4"]);
+    let conversations: i64 = sqlx::query_scalar("SELECT count(*) FROM conversations")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(conversations, 3, "two numbers × customers");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_for_an_unknown_number_is_acknowledged_and_parked() {
+    let app = spawn_app().await;
+    let hook = inbound_webhook(
+        "999000111",
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.X", CUSTOMER, 1, "lost?")],
+    );
+    assert_eq!(app.post_webhook(&hook).await.status(), 200);
+    let states = processed(&app.db).await;
+    assert_eq!(states[0].0, "parked");
+    assert!(states[0].1.as_deref().unwrap().contains("999000111"));
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(messages, 0, "never attached to another number's channel");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("webhook_unknown_number_total 1"), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_message_type_is_stored_with_a_readable_rendering() {
+    let app = spawn_app().await;
+    let m = |id: &str, ts: i64, rest: Value| {
+        let mut item = json!({"from": CUSTOMER, "id": id, "timestamp": ts.to_string()});
+        item.as_object_mut()
+            .unwrap()
+            .extend(rest.as_object().unwrap().clone());
+        item
+    };
+    let items = vec![
+        m(
+            "w.text",
+            1,
+            json!({"type": "text", "text": {"body": "Is the offer valid?"}}),
+        ),
+        m(
+            "w.loc",
+            2,
+            json!({"type": "location", "location": {"latitude": 52.52, "longitude": 13.405, "name": "Office", "address": "Berlin"}}),
+        ),
+        m(
+            "w.contact",
+            3,
+            json!({"type": "contacts", "contacts": [{"name": {"formatted_name": "Bruno"}, "phones": [{"phone": "+55 11 91234"}]}]}),
+        ),
+        m(
+            "w.button",
+            4,
+            json!({"type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"id": "s1", "title": "09:30", "description": "Tuesday"}}}),
+        ),
+        m(
+            "w.quick",
+            5,
+            json!({"type": "button", "button": {"text": "Call me back", "payload": "CB"}}),
+        ),
+        m(
+            "w.react",
+            6,
+            json!({"type": "reaction", "reaction": {"message_id": "w.text", "emoji": "👍"}}),
+        ),
+        m(
+            "w.reply",
+            7,
+            json!({"type": "text", "text": {"body": "Still?"}, "context": {"from": CUSTOMER, "id": "w.text"}}),
+        ),
+        m(
+            "w.edit",
+            8,
+            json!({"type": "edit", "edit": {"original_message_id": "w.reply", "message": {"type": "text", "text": {"body": "Still valid?"}}}}),
+        ),
+        m(
+            "w.revoke",
+            9,
+            json!({"type": "revoke", "revoke": {"original_message_id": "w.quick"}}),
+        ),
+        m(
+            "w.ad",
+            10,
+            json!({"type": "text", "text": {"body": "Saw your ad"}, "referral": {"source_type": "ad", "headline": "Spring sale", "source_url": "https://fb.me/x"}}),
+        ),
+        m(
+            "w.unsup",
+            11,
+            json!({"type": "unsupported", "unsupported": {"type": "poll"}, "errors": [{"code": 131051, "title": "Message type unknown"}]}),
+        ),
+        m("w.future", 12, json!({"type": "hologram", "hologram": {}})),
+        m(
+            "w.unreact",
+            13,
+            json!({"type": "reaction", "reaction": {"message_id": "w.text", "emoji": ""}}),
+        ),
+        m(
+            "w.order",
+            14,
+            json!({"type": "order", "order": {"catalog_id": "c", "product_items": [{"product_retailer_id": "SKU1", "quantity": 2, "item_price": 9.5, "currency": "EUR"}]}}),
+        ),
+    ];
+    assert_eq!(
+        app.post_webhook(&inbound_webhook(PHONE_NUMBER_IDS[0], CUSTOMER, "Ana", items))
+            .await
+            .status(),
+        200
+    );
+    processed(&app.db).await;
+    let expect = [
+        ("w.text", "Is the offer valid?"),
+        (
+            "w.loc",
+            "📍 Office\nBerlin\n52.520000, 13.405000\nhttps://www.google.com/maps/search/?api=1&query=52.520000,13.405000",
+        ),
+        ("w.contact", "👤 Shared contact: Bruno\nPhone: +55 11 91234"),
+        ("w.button", "Selected “09:30” (Tuesday)"),
+        ("w.react", "Reacted 👍 to: “Is the offer valid?”"),
+        ("w.unreact", "Removed a reaction from: “Is the offer valid?”"),
+        (
+            "w.edit",
+            "✏️ Edited “↩️ Reply to “Is the offer valid?” Still?” to: Still valid?",
+        ),
+        ("w.reply", "Still valid?\n(edited)"),
+        ("w.quick", "🗑️ Deleted by the customer: “Tapped “Call me back””"),
+        ("w.revoke", "🗑️ Deleted the message “Tapped “Call me back””"),
+        (
+            "w.ad",
+            "Saw your ad\n📣 Came from ad: Spring sale (https://fb.me/x)",
+        ),
+        ("w.order", "🛒 Order with 1 item(s)\n2 × SKU1 at 9.5 EUR"),
+    ];
+    for (wamid, body) in expect {
+        assert_eq!(message_body(&app.db, wamid).await, body, "{wamid}");
+    }
+    assert!(message_body(&app.db, "w.unsup").await.contains("(poll)"));
+    assert!(message_body(&app.db, "w.future").await.contains("“hologram”"));
+    let raw: Value = sqlx::query_scalar("SELECT raw FROM messages WHERE wamid = 'w.future'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(raw["type"], "hologram", "raw JSON kept");
+    app.stop().await;
+}
+
+/// An outbound message stored as the send path stores it, for status tests.
+async fn outbound_message(app: &crate::helpers::TestApp, wamid: &str) -> uuid::Uuid {
+    let hook = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.IN", CUSTOMER, 1, "hi")],
+    );
+    app.post_webhook(&hook).await;
+    processed(&app.db).await;
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, channel_id, direction, wamid, sender_id, kind, body, status, sent_at)
+         SELECT $1, conversation_id, channel_id, 'outbound', $2, '109876543210001', 'text', 'Hello', 'sent', now()
+         FROM messages WHERE wamid = 'wamid.IN'",
+    )
+    .bind(id)
+    .bind(wamid)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    id
+}
+
+async fn status_of(db: &PgPool, id: uuid::Uuid) -> (String, Option<i32>, Option<String>) {
+    sqlx::query_as("SELECT status, error_code, error_detail FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+fn status(wamid: &str, value: &str, ts: i64) -> Value {
+    json!({"id": wamid, "status": value, "timestamp": ts.to_string(), "recipient_id": CUSTOMER})
+}
+
+#[tokio::test]
+async fn statuses_out_of_order_never_move_a_message_backwards() {
+    let app = spawn_app().await;
+    let id = outbound_message(&app, "wamid.OUT1").await;
+    for value in ["read", "delivered", "sent", "failed"] {
+        app.post_webhook(&status_webhook(
+            PHONE_NUMBER_IDS[0],
+            vec![status("wamid.OUT1", value, 10)],
+        ))
+        .await;
+    }
+    processed(&app.db).await;
+    assert_eq!(status_of(&app.db, id).await, ("read".into(), None, None));
+    let updates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'deliver_message' AND payload->>'message_id' = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(updates, 1, "only the one real change is sent to Pipedrive");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_status_keeps_metas_error_and_is_terminal() {
+    let app = spawn_app().await;
+    let id = outbound_message(&app, "wamid.OUT2").await;
+    let mut failed = status("wamid.OUT2", "failed", 11);
+    failed["errors"] = json!([{"code": 131047, "title": "Re-engagement message",
+        "error_data": {"details": "Message failed to send because more than 24 hours have passed"}}]);
+    app.post_webhook(&status_webhook(PHONE_NUMBER_IDS[0], vec![failed]))
+        .await;
+    app.post_webhook(&status_webhook(
+        PHONE_NUMBER_IDS[0],
+        vec![status("wamid.OUT2", "delivered", 12)],
+    ))
+    .await;
+    processed(&app.db).await;
+    let (state, code, detail) = status_of(&app.db, id).await;
+    assert_eq!((state.as_str(), code), ("failed", Some(131047)));
+    assert!(detail.unwrap().contains("24 hours"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_that_overtakes_its_message_is_applied_once_the_message_is_known() {
+    let app = spawn_app().await;
+    app.post_webhook(&status_webhook(
+        PHONE_NUMBER_IDS[0],
+        vec![status("wamid.LATE", "delivered", 10)],
+    ))
+    .await;
+    processed(&app.db).await;
+    let id = outbound_message(&app, "wamid.LATE").await;
+    eventually(Duration::from_secs(10), || async {
+        (status_of(&app.db, id).await.0 == "delivered").then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_is_matched_by_our_callback_data_before_the_wamid_is_stored() {
+    let app = spawn_app().await;
+    let id = outbound_message(&app, "wamid.KNOWN").await;
+    sqlx::query("UPDATE messages SET wamid = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let mut read = status("wamid.NOT-YET-STORED", "read", 10);
+    read["biz_opaque_callback_data"] = json!(format!("out:{id}"));
+    app.post_webhook(&status_webhook(PHONE_NUMBER_IDS[0], vec![read]))
+        .await;
+    processed(&app.db).await;
+    assert_eq!(status_of(&app.db, id).await.0, "read");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_database_being_down_gives_503_and_the_service_recovers() {
+    let database = crate::helpers::fresh_database().await;
+    let proxy = PgProxy::start(&database).await;
+    let proxy_url = proxy.url.clone();
+    let app = spawn_app_with(|env| {
+        env.insert("DATABASE_URL".into(), proxy_url);
+    })
+    .await;
+    let hook = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.DOWN", CUSTOMER, 1, "hello?")],
+    );
+    proxy.cut();
+    assert_error(app.post_webhook(&hook).await, 503, "SERVICE_UNAVAILABLE").await;
+    proxy.restore();
+    eventually(Duration::from_secs(15), || async {
+        (app.post_webhook(&hook).await.status() == 200).then_some(())
+    })
+    .await;
+    let direct = PgPool::connect(&database).await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE wamid = 'wamid.DOWN'")
+            .fetch_one(&direct)
+            .await
+            .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn parked_webhooks_are_processed_once_replayed_after_the_number_is_served() {
+    let app = spawn_app().await;
+    let hook = inbound_webhook(
+        "555000111",
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.LATE-NUMBER", CUSTOMER, 1, "hi")],
+    );
+    app.post_webhook(&hook).await;
+    assert_eq!(processed(&app.db).await[0].0, "parked");
+    sqlx::query("INSERT INTO channels (id, phone_number_id) VALUES ($1, '555000111')")
+        .bind(uuid::Uuid::now_v7())
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        pipedrive_whatsapp::store::webhook_events::requeue(&app.db, "parked")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(processed(&app.db).await[0].0, "processed");
+    assert_eq!(message_body(&app.db, "wamid.LATE-NUMBER").await, "hi");
+    app.stop().await;
+}
