@@ -97,7 +97,8 @@ impl Application {
     }
 
     /// Serves until the shutdown token is cancelled: stops accepting connections, lets in-flight
-    /// requests finish, then lets workers finish or release their jobs.
+    /// requests finish, then lets the webhook inbox drain and workers finish or release their
+    /// jobs.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -106,6 +107,7 @@ impl Application {
             tasks,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, public_url = %state.config.public_url, "serving");
+        let inbox = state.inbox.clone();
         let router = crate::http::router(state);
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -113,7 +115,12 @@ impl Application {
             .context("HTTP server failed")?;
         shutdown.cancel();
         tasks.close();
-        if tokio::time::timeout(SHUTDOWN_BOUND, tasks.wait()).await.is_err() {
+        // Every request has been answered by now; bodies still queued in the inbox are those of
+        // requests whose client hung up, and are stored all the same.
+        let stopped = async {
+            tokio::join!(inbox.close(), tasks.wait());
+        };
+        if tokio::time::timeout(SHUTDOWN_BOUND, stopped).await.is_err() {
             tracing::warn!("background tasks did not stop in time");
         }
         tracing::info!("stopped");

@@ -14,6 +14,7 @@ use crate::pipedrive::PipedriveClient;
 use crate::pipedrive::oauth::PipedriveOAuth;
 use crate::video::jitsi::Jitsi;
 use crate::whatsapp::graph::GraphClient;
+use crate::whatsapp::intake::WebhookInbox;
 
 /// Shared state; cheap to clone.
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub struct AppState {
     pub graph: GraphClient,
     /// Backoff and budget of failed jobs (also used when a request runs a job at once).
     pub retry: crate::queue::RetryPolicy,
+    /// Where webhook handlers store bodies, committed in groups.
+    pub inbox: WebhookInbox,
     /// Wakes the webhook ingest loop after a webhook was committed.
     pub ingest_wake: Arc<Notify>,
     /// Join links (and tokens) for the Jitsi deployment of video calls.
@@ -43,7 +46,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state for `config` around an existing pool.
+    /// Builds the state for `config` around an existing pool, and starts the webhook inbox's
+    /// writers (so it must be called within a Tokio runtime).
     pub fn new(config: Config, db: PgPool) -> Self {
         let keys = Arc::new(Keys::new(&config.secret_key));
         let pipedrive_credentials = PipedriveCredentials::new(&config.pipedrive);
@@ -53,6 +57,7 @@ impl AppState {
             graph: GraphClient::new(&config.whatsapp, http.clone()),
             jitsi: Arc::new(Jitsi::new(&config.jitsi)),
             pipedrive: PipedriveClient::new(db.clone(), http.clone(), keys.clone(), oauth),
+            inbox: WebhookInbox::new(db.clone()),
             config: Arc::new(config),
             db,
             http,

@@ -3,6 +3,8 @@
 //!
 //! Internal causes are logged, never sent: a 500 says only that something went wrong.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::Request;
@@ -135,6 +137,14 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        Arc::new(error).into()
+    }
+}
+
+/// A failure shared by several requests (a batch of webhook inserts) answers each of them as it
+/// would have answered a request of its own.
+impl From<Arc<sqlx::Error>> for ApiError {
+    fn from(error: Arc<sqlx::Error>) -> Self {
         if crate::store::is_unavailable(&error) {
             tracing::warn!(error = %error, "database unavailable");
             ApiError::Unavailable("The database is unavailable; retry shortly".into())

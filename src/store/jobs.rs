@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 /// A job to insert.
 #[derive(Debug, Clone)]
@@ -88,8 +88,29 @@ pub async fn enqueue(conn: &mut PgConnection, job: NewJob) -> Result<Option<i64>
 /// Leases up to `limit` due jobs to `worker`. A job is due when its time has come and no
 /// earlier job of its ordering key is still queued, running or parked. A running job whose
 /// lease ran out (its worker died) is due again at once.
+///
+/// Two looks keep the cost independent of the backlog's depth: first at the oldest queued jobs
+/// (and leases that ran out), which in a backlog are mostly the heads of their keys; only when
+/// none of those is due, at the head of every ordering key with unfinished work, which costs a
+/// probe per key. Scanning every due job instead made one claim cost a pass over the whole
+/// backlog, since the successors of a retrying head are due but blocked.
 pub async fn claim(
-    db: impl PgExecutor<'_>,
+    db: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease_seconds: f64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let claimed = claim_oldest(db, worker, limit, lease_seconds).await?;
+    if !claimed.is_empty() {
+        return Ok(claimed);
+    }
+    claim_heads(db, worker, limit, lease_seconds).await
+}
+
+/// Leases due jobs among the oldest queued ones (a window a few times `limit` wide) and those
+/// whose lease ran out.
+async fn claim_oldest(
+    db: &PgPool,
     worker: &str,
     limit: i64,
     lease_seconds: f64,
@@ -97,16 +118,70 @@ pub async fn claim(
     sqlx::query_as!(
         Job,
         r#"WITH due AS (
-               SELECT j.id FROM jobs j
+               SELECT j.id FROM (
+                   (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT $4)
+                   UNION ALL
+                   (SELECT id FROM jobs WHERE state = 'running' AND locked_until < now()
+                    ORDER BY locked_until LIMIT $1)) w
+               JOIN jobs j ON j.id = w.id
                WHERE ((j.state = 'queued' AND j.run_at <= now())
                       OR (j.state = 'running' AND j.locked_until < now()))
                  AND (j.ordering_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM jobs e
                        WHERE e.ordering_key = j.ordering_key AND e.id < j.id
                          AND e.state IN ('queued', 'running', 'parked')))
+               ORDER BY j.id
+               LIMIT $1
+               FOR UPDATE OF j SKIP LOCKED)
+           UPDATE jobs SET state = 'running', locked_by = $2,
+                  locked_until = now() + make_interval(secs => $3),
+                  attempts = jobs.attempts + 1, updated_at = now()
+           FROM due WHERE jobs.id = due.id
+           RETURNING jobs.id, jobs.kind, jobs.payload, jobs.ordering_key, jobs.attempts,
+                     jobs.created_at"#,
+        limit,
+        worker,
+        lease_seconds,
+        limit * 4 + 64,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Leases due jobs among the heads of the ordering keys (found by a skip scan of the ordering
+/// index, one probe per key) and the due jobs without a key.
+async fn claim_heads(
+    db: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease_seconds: f64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as!(
+        Job,
+        r#"WITH RECURSIVE heads AS (
+               (SELECT ordering_key, id FROM jobs
+                WHERE state IN ('queued', 'running', 'parked') AND ordering_key IS NOT NULL
+                ORDER BY ordering_key, id LIMIT 1)
+               UNION ALL
+               SELECT next.ordering_key, next.id FROM heads h CROSS JOIN LATERAL (
+                   SELECT ordering_key, id FROM jobs
+                   WHERE state IN ('queued', 'running', 'parked') AND ordering_key > h.ordering_key
+                   ORDER BY ordering_key, id LIMIT 1) next),
+           candidates AS (
+               SELECT id FROM heads
+               UNION ALL
+               (SELECT id FROM jobs WHERE state = 'queued' AND ordering_key IS NULL AND run_at <= now()
+                ORDER BY run_at, id LIMIT $1)
+               UNION ALL
+               (SELECT id FROM jobs WHERE state = 'running' AND ordering_key IS NULL AND locked_until < now()
+                ORDER BY locked_until LIMIT $1)),
+           due AS (
+               SELECT j.id FROM candidates c JOIN jobs j ON j.id = c.id
+               WHERE (j.state = 'queued' AND j.run_at <= now())
+                  OR (j.state = 'running' AND j.locked_until < now())
                ORDER BY j.run_at, j.id
                LIMIT $1
-               FOR UPDATE SKIP LOCKED)
+               FOR UPDATE OF j SKIP LOCKED)
            UPDATE jobs SET state = 'running', locked_by = $2,
                   locked_until = now() + make_interval(secs => $3),
                   attempts = jobs.attempts + 1, updated_at = now()
@@ -269,9 +344,10 @@ pub async fn release(db: impl PgExecutor<'_>, worker: &str, id: Option<i64>) -> 
     Ok(updated.rows_affected())
 }
 
-/// When the next queued job falls due, if any.
+/// When the next queued job scheduled for later falls due, if any. Jobs already due but not
+/// claimed are waiting for an earlier job of their key, whose end wakes the workers.
 pub async fn next_run_at(db: impl PgExecutor<'_>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT min(run_at) AS "next" FROM jobs WHERE state = 'queued'"#)
+    sqlx::query_scalar!(r#"SELECT min(run_at) AS "next" FROM jobs WHERE state = 'queued' AND run_at > now()"#)
         .fetch_one(db)
         .await
 }

@@ -14,11 +14,23 @@ pub struct PendingEvent {
     pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Stores a verified body; returns its id.
-pub async fn insert(db: impl PgExecutor<'_>, body: &[u8]) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!("INSERT INTO webhook_events (body) VALUES ($1) RETURNING id", body)
-        .fetch_one(db)
-        .await
+/// Stores verified bodies with one statement, so that a single commit (one WAL flush) covers
+/// them all; returns their ids in the order of `bodies`.
+pub async fn insert_many(db: impl PgExecutor<'_>, bodies: &[&[u8]]) -> Result<Vec<i64>, sqlx::Error> {
+    // Rows are inserted in the order given, so ids follow arrival order, which the ingest loop
+    // keeps; RETURNING promises no order, hence the sort.
+    let mut ids = sqlx::query_scalar!(
+        r#"INSERT INTO webhook_events (body)
+           SELECT body FROM unnest($1::bytea[]) WITH ORDINALITY AS arrival (body, position)
+           ORDER BY position
+           RETURNING id"#,
+        // The macro expects owned bodies; borrowed ones encode as the same bytea[].
+        bodies as &[&[u8]],
+    )
+    .fetch_all(db)
+    .await?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Advisory lock key of the inbox ("pw-ingst").
@@ -63,6 +75,41 @@ pub async fn finish(
         id,
         state,
         note,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How each event of a batch ended, for [`finish_all`].
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Inbox ids.
+    pub ids: Vec<i64>,
+    /// `processed`, `parked` or `failed`, per id.
+    pub states: Vec<String>,
+    /// Notes, per id.
+    pub notes: Vec<Option<String>>,
+}
+
+impl Finished {
+    /// Adds one event.
+    pub fn push(&mut self, id: i64, state: &str, note: Option<String>) {
+        self.ids.push(id);
+        self.states.push(state.to_string());
+        self.notes.push(note);
+    }
+}
+
+/// Records how a batch of events ended, in one statement.
+pub async fn finish_all(conn: &mut PgConnection, finished: &Finished) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE webhook_events e SET state = f.state, note = f.note, processed_at = now()
+           FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, state, note)
+           WHERE e.id = f.id"#,
+        &finished.ids,
+        &finished.states,
+        &finished.notes as &[Option<String>],
     )
     .execute(conn)
     .await?;

@@ -3,6 +3,7 @@
 pub mod graph;
 pub mod inbound;
 pub mod ingest;
+pub mod intake;
 pub mod outbound;
 pub mod payload;
 pub mod render;

@@ -1,6 +1,7 @@
 //! `GET|POST /webhooks/whatsapp`: Meta's verification handshake and signed notifications.
-//! A notification is acknowledged only once its raw body is committed to PostgreSQL; the
-//! ingest loop processes it afterwards.
+//! A notification is acknowledged only once its raw body is committed to PostgreSQL (in a group
+//! with the others arriving meanwhile, see [`super::intake`]); the ingest loop processes it
+//! afterwards.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,7 +17,6 @@ use tower_http::limit::RequestBodyLimitLayer;
 use super::signature;
 use crate::http::error::ApiError;
 use crate::state::AppState;
-use crate::store;
 
 /// Meta sends payloads of up to 3 MB.
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -81,7 +81,7 @@ async fn receive(
             "The body is not valid JSON: {error}"
         )));
     }
-    let id = store::webhook_events::insert(&state.db, &body).await?;
+    let id = state.inbox.store(body).await?;
     state.ingest_wake.notify_one();
     metrics::counter!("webhooks_received_total").increment(1);
     tracing::debug!(event = id, "webhook stored");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -127,6 +128,46 @@ async fn bodies_up_to_3_mb_are_accepted_and_larger_ones_refused() {
     let huge =
         json!({"object": "whatsapp_business_account", "entry": [], "padding": "y".repeat(5 * 1024 * 1024)});
     assert_error(app.post_webhook(&huge).await, 413, "PAYLOAD_TOO_LARGE").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_webhooks_are_each_stored_exactly_once_before_their_200() {
+    let app = spawn_app().await;
+    let hooks: Vec<Value> = (0..200)
+        .map(|i| {
+            inbound_webhook(
+                PHONE_NUMBER_IDS[0],
+                CUSTOMER,
+                "Ana",
+                vec![text_message(
+                    &format!("wamid.BURST-{i}"),
+                    CUSTOMER,
+                    i,
+                    &format!("message {i}"),
+                )],
+            )
+        })
+        .collect();
+    let statuses = join_all(
+        hooks
+            .iter()
+            .map(|hook| async { app.post_webhook(hook).await.status() }),
+    )
+    .await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    let mut stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM webhook_events")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    let mut posted: Vec<Vec<u8>> = hooks
+        .iter()
+        .map(|hook| serde_json::to_vec(hook).unwrap())
+        .collect();
+    assert_eq!(stored.len(), posted.len(), "one row per webhook");
+    stored.sort();
+    posted.sort();
+    assert!(stored == posted, "every body is stored byte for byte");
     app.stop().await;
 }
 

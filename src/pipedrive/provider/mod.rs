@@ -6,6 +6,8 @@ pub mod message_form;
 mod post_message;
 mod reading;
 
+pub use reading::{conversation_object, conversations_page};
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};

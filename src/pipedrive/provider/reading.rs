@@ -78,8 +78,8 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 
 /// A conversation object with up to `limit` of its newest messages (given newest first, one
 /// more than `limit` when older ones exist).
-fn conversation_object(
-    state: &AppState,
+pub fn conversation_object(
+    links: Links<'_>,
     channel: &Channel,
     conversation: &ConversationRow,
     mut newest_first: Vec<messages::MessageRow>,
@@ -106,8 +106,8 @@ fn conversation_object(
         status: conversation.status.clone(),
         seen: conversation.seen,
         next_messages_cursor,
-        messages: wire::messages(&newest_first, attachments, links(state)),
-        participants: wire::participants(channel, conversation, links(state)),
+        messages: wire::messages(&newest_first, attachments, links),
+        participants: wire::participants(channel, conversation, links),
     }
 }
 
@@ -132,6 +132,29 @@ pub async fn conversations(
     let message_rows = messages::latest_of(&state.db, &ids, messages_limit + 1).await?;
     let message_ids: Vec<Uuid> = message_rows.iter().map(|m| m.id).collect();
     let files = attachments::of_messages(&state.db, &message_ids).await?;
+    Ok(conversations_page(
+        links(&state),
+        &channel,
+        &rows,
+        more,
+        message_rows,
+        &files,
+        messages_limit,
+    ))
+}
+
+/// The getConversations answer: the page's conversations (`more` when later pages exist), each
+/// with up to `messages_limit` of its newest messages out of `message_rows` (those of the whole
+/// page, one more per conversation when older ones exist) and their attachments out of `files`.
+pub fn conversations_page(
+    links: Links<'_>,
+    channel: &Channel,
+    rows: &[ConversationRow],
+    more: bool,
+    message_rows: Vec<messages::MessageRow>,
+    files: &[attachments::Attachment],
+    messages_limit: i64,
+) -> Json<Success<Vec<wire::Conversation>>> {
     let mut by_conversation: HashMap<Uuid, Vec<messages::MessageRow>> = HashMap::new();
     for row in message_rows {
         by_conversation.entry(row.conversation_id).or_default().push(row);
@@ -140,7 +163,7 @@ pub async fn conversations(
         .iter()
         .map(|c| {
             let own = by_conversation.remove(&c.id).unwrap_or_default();
-            conversation_object(&state, &channel, c, own, &files, messages_limit)
+            conversation_object(links, channel, c, own, files, messages_limit)
         })
         .collect();
     let additional = match rows.last() {
@@ -151,7 +174,7 @@ pub async fn conversations(
         )}),
         _ => json!({}),
     };
-    Ok(Success::with_additional(data, additional))
+    Success::with_additional(data, additional)
 }
 
 /// `getConversationById`: the conversation with the page of messages before `after`.
@@ -171,7 +194,7 @@ pub async fn conversation(
     let page = messages::page(&state.db, row.id, after.at, after.id, limit + 1).await?;
     let ids: Vec<Uuid> = page.iter().map(|m| m.id).collect();
     let files = attachments::of_messages(&state.db, &ids).await?;
-    let object = conversation_object(&state, &channel, &row, page, &files, limit);
+    let object = conversation_object(links(&state), &channel, &row, page, &files, limit);
     let additional = if object.next_messages_cursor.is_empty() {
         json!({})
     } else {

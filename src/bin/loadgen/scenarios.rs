@@ -1,0 +1,433 @@
+//! The scenarios: what each drives, waits for and prints. Every figure comes from one run; run
+//! a scenario several times and take the median (scripts/loadgen-suite does).
+
+use std::time::Duration;
+
+use anyhow::bail;
+use base64::Engine;
+use tokio::task::JoinSet;
+
+use crate::clock;
+use crate::deployment::{self, Deployment, Options};
+use crate::fakes::{self, wait_for};
+use crate::load::{self, Ledger, Posted, Shape};
+use crate::service::Memory;
+use crate::stats::Summary;
+
+/// How webhooks are sent.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// This many per second, whatever the answers.
+    Rate(u64),
+    /// This many posters, each waiting for its answer.
+    Posters(u64),
+}
+
+/// `ingest` and `e2e`: webhooks at a pace for a while, then every acknowledged message must reach
+/// Pipedrive exactly once and in order.
+pub async fn webhooks(
+    options: &Options,
+    name: &str,
+    pace: Pace,
+    seconds: u64,
+    conversations: u64,
+) -> anyhow::Result<bool> {
+    let d = Deployment::start(options).await?;
+    let idle = d.service.memory();
+    let shape = shape_for(conversations, pace);
+    let url = d.service.url("/webhooks/whatsapp");
+    let duration = Duration::from_secs(seconds);
+    let posted = match pace {
+        Pace::Rate(rate) => load::open_loop(&url, shape, 0, rate, duration).await,
+        Pace::Posters(n) => load::closed_loop(&url, shape, 0, n, duration, u64::MAX).await,
+    };
+    let acknowledged = posted.acknowledged();
+    let last_ack = clock::now();
+    let delivered = wait_for(Duration::from_secs(600), || d.pipedrive.taken() >= acknowledged).await;
+    let drained_in = Duration::from_nanos(clock::now() - last_ack);
+    // Late duplicates would arrive now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ledger = Ledger::of(&posted.samples, &d.pipedrive.receives(), shape);
+    let memory = d.service.memory();
+
+    println!(
+        "scenario {name}: {pace:?} for {seconds} s over {} conversations",
+        shape.conversations
+    );
+    print_posted(&posted);
+    println!("  end to end (webhook → Pipedrive)  {}", ledger.end_to_end);
+    println!(
+        "  backlog at the end of the load     delivered {} s after the last post{}",
+        fmt_secs(drained_in),
+        if delivered {
+            ""
+        } else {
+            " (NOT all delivered within 600 s)"
+        }
+    );
+    println!("  ledger                             {ledger}");
+    finish(d, idle, memory, delivered && ledger.clean()).await
+}
+
+/// `drain`: `messages` webhooks stored and queued while Pipedrive is down; then Pipedrive comes
+/// back and the backlog is delivered, in order per conversation.
+pub async fn drain(
+    options: &Options,
+    messages: u64,
+    conversations: u64,
+    posters: u64,
+) -> anyhow::Result<bool> {
+    let d = Deployment::start(options).await?;
+    let idle = d.service.memory();
+    let shape = shape_for(conversations, Pace::Posters(posters));
+    d.pipedrive.set_up(false);
+    let url = d.service.url("/webhooks/whatsapp");
+    let posted = load::closed_loop(&url, shape, 0, posters, Duration::from_secs(3600), messages).await;
+    let acknowledged = posted.acknowledged() as i64;
+    let queued = wait_for_async(Duration::from_secs(600), || async {
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'deliver_message' AND state IN ('queued', 'running')",
+        )
+        .fetch_one(&d.db)
+        .await
+        .unwrap_or(0);
+        (queued >= acknowledged && d.pending_webhooks().await.unwrap_or(1) == 0).then_some(queued)
+    })
+    .await;
+    let Some(queued) = queued else {
+        bail!("the backlog was not queued within 600 s");
+    };
+    let refused_while_down = d.pipedrive.refused();
+    let back = clock::now();
+    d.pipedrive.set_up(true);
+    let delivered = wait_for(Duration::from_secs(900), || {
+        d.pipedrive.taken() >= acknowledged as usize
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let receives = d.pipedrive.receives();
+    let ledger = Ledger::of(&posted.samples, &receives, shape);
+    let memory = d.service.memory();
+    let first = receives.first().map_or(back, |r| r.at);
+    let last = receives.iter().map(|r| r.at).max().unwrap_or(back);
+    let span = Duration::from_nanos(last.saturating_sub(first));
+
+    println!(
+        "scenario drain: {messages} messages over {} conversations",
+        shape.conversations
+    );
+    print_posted(&posted);
+    println!(
+        "  backlog                            {queued} deliveries queued; {refused_while_down} attempts refused while Pipedrive was down"
+    );
+    println!(
+        "  first delivery after the return    {} s",
+        fmt_secs(Duration::from_nanos(first.saturating_sub(back)))
+    );
+    println!(
+        "  drain                              {} deliveries in {} s → {:.0} msg/s{}",
+        receives.len(),
+        fmt_secs(span),
+        receives.len() as f64 / span.as_secs_f64().max(1e-9),
+        if delivered {
+            ""
+        } else {
+            " (NOT all delivered within 900 s)"
+        }
+    );
+    println!("  ledger                             {ledger}");
+    finish(d, idle, memory, delivered && ledger.clean()).await
+}
+
+/// `history`: a store of `messages` messages in `conversations` conversations, read the way
+/// Pipedrive reads it, with default limits (30 conversations × 30 messages, 30 messages).
+pub async fn history(
+    options: &Options,
+    messages: u64,
+    conversations: u64,
+    concurrency: u64,
+    seconds: u64,
+) -> anyhow::Result<bool> {
+    let d = Deployment::start(options).await?;
+    let idle = d.service.memory();
+    let seeded_at = std::time::Instant::now();
+    let ids = std::sync::Arc::new(seed_history(&d, messages, conversations).await?);
+    println!(
+        "scenario history: seeded {messages} messages in {conversations} conversations in {:.1} s",
+        seeded_at.elapsed().as_secs_f64()
+    );
+    let base = d.service.url(&format!(
+        "/api/channels/{}/conversations",
+        deployment::PHONE_NUMBER_ID
+    ));
+    let duration = Duration::from_secs(seconds);
+    let by_id = {
+        let base = base.clone();
+        read_loop(concurrency, duration, move |i| {
+            format!("{base}/{}", ids[(i as usize * 7919) % ids.len()])
+        })
+        .await
+    };
+    let list = read_loop(concurrency, duration, move |_| base.clone()).await;
+    let memory = d.service.memory();
+    for (what, read) in [("getConversationById", &by_id), ("getConversations", &list)] {
+        println!(
+            "  {what:<34} {:.0} req/s ({} ok, {} failed) · {}",
+            read.ok as f64 / duration.as_secs_f64(),
+            read.ok,
+            read.failed,
+            read.latency
+        );
+    }
+    finish(d, idle, memory, by_id.failed == 0 && list.failed == 0).await
+}
+
+/// Prints the service's memory, stops the deployment and passes `clean` on.
+async fn finish(d: Deployment, idle: Memory, memory: Memory, clean: bool) -> anyhow::Result<bool> {
+    println!(
+        "  service memory                     idle {:.1} MiB · peak {:.1} MiB",
+        idle.rss_mib, memory.peak_mib
+    );
+    d.finish().await?;
+    Ok(clean)
+}
+
+/// `baseline`: the ceilings of this machine. A no-op axum route in its own process, driven like
+/// the service is, and bare single-row autocommit INSERTs of a webhook-sized body.
+pub async fn baseline(options: &Options, concurrency: u64, seconds: u64) -> anyhow::Result<bool> {
+    let duration = Duration::from_secs(seconds);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server = std::process::Command::new(std::env::current_exe()?)
+        .args(["noop-server", "--port", &port.to_string()])
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let client = load::client();
+    wait_for_async(Duration::from_secs(10), || async {
+        client.get(&url).send().await.ok()
+    })
+    .await;
+    let noop = read_loop(concurrency, duration, move |_| url.clone()).await;
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let (pool_server, database, database_url) =
+        deployment::scratch_database(&options.server_url, "pw_baseline").await?;
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(concurrency as u32)
+        .connect(&database_url)
+        .await?;
+    sqlx::query("CREATE TABLE baseline (id bigserial PRIMARY KEY, body bytea NOT NULL)")
+        .execute(&db)
+        .await?;
+    let body = load::Shape {
+        conversations: 1,
+        run: 0,
+    }
+    .webhook(0)
+    .0;
+    let start = clock::now();
+    let deadline = start + duration.as_nanos() as u64;
+    let mut writers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (db, body) = (db.clone(), body.clone());
+        writers.spawn(async move {
+            let mut latencies = Vec::new();
+            while clock::now() < deadline {
+                let sent = clock::now();
+                if sqlx::query("INSERT INTO baseline (body) VALUES ($1)")
+                    .bind(&body)
+                    .execute(&db)
+                    .await
+                    .is_ok()
+                {
+                    latencies.push(Duration::from_nanos(clock::now() - sent));
+                }
+            }
+            latencies
+        });
+    }
+    let inserts: Vec<Duration> = writers.join_all().await.into_iter().flatten().collect();
+    let elapsed = Duration::from_nanos(clock::now() - start);
+    db.close().await;
+    deployment::drop_database(&pool_server, &database).await?;
+
+    println!("scenario baseline: {concurrency} concurrent clients for {seconds} s");
+    println!(
+        "  no-op axum route                   {:.0} req/s · {}",
+        noop.ok as f64 / duration.as_secs_f64(),
+        noop.latency
+    );
+    println!(
+        "  single-row INSERT, autocommit      {:.0} rows/s · {}",
+        inserts.len() as f64 / elapsed.as_secs_f64(),
+        Summary::of(inserts.iter().copied())
+    );
+    Ok(noop.failed == 0)
+}
+
+/// Serves `GET /` with an empty 200 until killed: the `baseline` ceiling.
+pub async fn noop_server(port: u16) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "" }));
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Reads done by [`read_loop`].
+struct Reads {
+    ok: usize,
+    failed: usize,
+    latency: Summary,
+}
+
+/// `concurrency` readers GET `url_of(i)` (i counting up per reader) back to back for `duration`,
+/// with the app's Basic credentials as Pipedrive sends them.
+async fn read_loop(
+    concurrency: u64,
+    duration: Duration,
+    url_of: impl Fn(u64) -> String + Send + Sync + Clone + 'static,
+) -> Reads {
+    let client = load::client();
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            fakes::CLIENT_ID,
+            fakes::CLIENT_SECRET
+        ))
+    );
+    let deadline = clock::now() + duration.as_nanos() as u64;
+    let mut readers = JoinSet::new();
+    for reader in 0..concurrency {
+        let (client, auth, url_of) = (client.clone(), auth.clone(), url_of.clone());
+        readers.spawn(async move {
+            let (mut latencies, mut failed) = (Vec::new(), 0);
+            let mut i = reader;
+            while clock::now() < deadline {
+                let sent = clock::now();
+                let answer = client.get(url_of(i)).header("authorization", &auth).send().await;
+                let ok = match answer {
+                    Ok(response) if response.status() == 200 => response.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if ok {
+                    latencies.push(Duration::from_nanos(clock::now() - sent));
+                } else {
+                    failed += 1;
+                }
+                i += concurrency;
+            }
+            (latencies, failed)
+        });
+    }
+    let results = readers.join_all().await;
+    let failed = results.iter().map(|(_, f)| f).sum();
+    let latencies: Vec<Duration> = results.into_iter().flat_map(|(l, _)| l).collect();
+    Reads {
+        ok: latencies.len(),
+        failed,
+        latency: Summary::of(latencies.into_iter()),
+    }
+}
+
+/// Fills the store with `conversations` customers and `messages` messages spread evenly over
+/// them (two inbound to one outbound, a minute apart, each with its raw payload); the
+/// conversation ids.
+async fn seed_history(d: &Deployment, messages: u64, conversations: u64) -> anyhow::Result<Vec<String>> {
+    let per_conversation = (messages / conversations).max(1) as i32;
+    let mut tx = d.db.begin().await?;
+    sqlx::query(
+        "INSERT INTO contacts (id, wa_id, profile_name)
+         SELECT gen_random_uuid(), '4420' || lpad(g::text, 9, '0'), 'Customer ' || g FROM generate_series(1, $1) g",
+    )
+    .bind(conversations as i32)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO conversations (id, channel_id, contact_id, last_inbound_at, last_message_at)
+         SELECT gen_random_uuid(), $1, id, t, t
+         FROM (SELECT id, now() - random() * interval '90 days' AS t FROM contacts WHERE wa_id LIKE '4420%') k",
+    )
+    .bind(d.channel_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, channel_id, direction, wamid, sender_id, kind, body, raw, status, sent_at)
+         SELECT gen_random_uuid(), c.id, c.channel_id,
+                CASE WHEN m % 3 = 0 THEN 'outbound' ELSE 'inbound' END,
+                'wamid.HISTORY.' || c.id || '.' || m,
+                CASE WHEN m % 3 = 0 THEN $2 ELSE c.contact_id::text END,
+                'text',
+                'Message ' || m || ' of this conversation: could you confirm the delivery date and the invoice address?',
+                CASE WHEN m % 3 = 0 THEN NULL ELSE jsonb_build_object(
+                    'from', k.wa_id, 'id', 'wamid.HISTORY.' || c.id || '.' || m, 'type', 'text',
+                    'timestamp', extract(epoch FROM c.last_message_at)::bigint::text,
+                    'text', jsonb_build_object('body', 'Message ' || m)) END,
+                CASE WHEN m % 3 = 0 THEN 'read' ELSE 'sent' END,
+                c.last_message_at - make_interval(mins => $3 - m)
+         FROM conversations c JOIN contacts k ON k.id = c.contact_id
+         CROSS JOIN generate_series(1, $3) m
+         WHERE c.channel_id = $1",
+    )
+    .bind(d.channel_id)
+    .bind(deployment::PHONE_NUMBER_ID)
+    .bind(per_conversation)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("VACUUM ANALYZE messages").execute(&d.db).await?;
+    sqlx::query("VACUUM ANALYZE conversations").execute(&d.db).await?;
+    sqlx::query("VACUUM ANALYZE contacts").execute(&d.db).await?;
+    Ok(
+        sqlx::query_scalar("SELECT id::text FROM conversations WHERE channel_id = $1")
+            .bind(d.channel_id)
+            .fetch_all(&d.db)
+            .await?,
+    )
+}
+
+/// Conversations rounded up to a multiple of the posters, so each conversation has one poster
+/// and its messages are acknowledged in order.
+fn shape_for(conversations: u64, pace: Pace) -> Shape {
+    let conversations = match pace {
+        Pace::Posters(n) => conversations.div_ceil(n) * n,
+        Pace::Rate(_) => conversations,
+    };
+    Shape {
+        conversations: conversations.max(1),
+        run: std::process::id(),
+    }
+}
+
+fn print_posted(posted: &Posted) {
+    println!(
+        "  webhooks acknowledged              {} of {} in {} s → {:.0} msg/s",
+        posted.acknowledged(),
+        posted.samples.len(),
+        fmt_secs(posted.elapsed),
+        posted.throughput()
+    );
+    println!("  ack latency                        {}", posted.ack_latency());
+}
+
+fn fmt_secs(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `bound`.
+async fn wait_for_async<T, F, Fut>(bound: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
