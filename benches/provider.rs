@@ -8,13 +8,12 @@ use std::time::Duration;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::json;
 use uuid::Uuid;
 
 use pipedrive_whatsapp::config::{PublicUrl, SecretKey};
 use pipedrive_whatsapp::crypto::Keys;
 use pipedrive_whatsapp::pipedrive::cursor::{self, Cursor, Kind};
-use pipedrive_whatsapp::pipedrive::provider::{self, Success, conversation_object};
+use pipedrive_whatsapp::pipedrive::provider;
 use pipedrive_whatsapp::pipedrive::wire::Links;
 use pipedrive_whatsapp::store::attachments::{Attachment, AttachmentStatus};
 use pipedrive_whatsapp::store::channels::{Channel, ChannelMode};
@@ -162,13 +161,7 @@ fn conversation_page(
     rows: Vec<MessageRow>,
     files: &[Attachment],
 ) -> axum::response::Response {
-    let object = conversation_object(links, channel, conversation, rows, files, PAGE as i64);
-    let additional = if object.next_messages_cursor.is_empty() {
-        json!({})
-    } else {
-        json!({"after": object.next_messages_cursor})
-    };
-    Success::with_additional(object, additional).into_response()
+    provider::conversation_page(links, channel, conversation, rows, files, PAGE as i64).into_response()
 }
 
 /// getConversations from the rows onwards: one more conversation than the page is fetched to

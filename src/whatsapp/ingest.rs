@@ -60,9 +60,10 @@ pub async fn process_batch(db: &PgPool) -> Result<usize, sqlx::Error> {
 /// fewer per event) and its events marked done in one statement. `None` when an event failed
 /// for a reason of its own; nothing of the batch is then kept.
 async fn process_at_once(db: &PgPool) -> Result<Option<usize>, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    webhook_events::lock_inbox(&mut tx).await?;
-    let events = webhook_events::lock_pending(&mut tx, BATCH).await?;
+    let (mut tx, events) = take_batch(db).await?;
+    if events.is_empty() {
+        return Ok(Some(0));
+    }
     let mut finished = webhook_events::Finished::default();
     for event in &events {
         match inbound::process(&mut tx, &event.body).await {
@@ -82,9 +83,7 @@ async fn process_at_once(db: &PgPool) -> Result<Option<usize>, sqlx::Error> {
 
 /// One savepoint per event, so a failing event is kept as `failed` without its partial work.
 async fn process_one_by_one(db: &PgPool) -> Result<usize, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    webhook_events::lock_inbox(&mut tx).await?;
-    let events = webhook_events::lock_pending(&mut tx, BATCH).await?;
+    let (mut tx, events) = take_batch(db).await?;
     for event in &events {
         let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
         match inbound::process(&mut savepoint, &event.body).await {
@@ -105,6 +104,23 @@ async fn process_one_by_one(db: &PgPool) -> Result<usize, sqlx::Error> {
     }
     tx.commit().await?;
     Ok(events.len())
+}
+
+/// Opens the batch's transaction, waits for the inbox (one batch at a time across replicas) and
+/// locks the oldest pending events.
+async fn take_batch(
+    db: &PgPool,
+) -> Result<
+    (
+        sqlx::Transaction<'static, sqlx::Postgres>,
+        Vec<webhook_events::PendingEvent>,
+    ),
+    sqlx::Error,
+> {
+    let mut tx = db.begin().await?;
+    webhook_events::lock_inbox(&mut tx).await?;
+    let events = webhook_events::lock_pending(&mut tx, BATCH).await?;
+    Ok((tx, events))
 }
 
 fn record_lag(event: &webhook_events::PendingEvent) {

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -168,16 +167,4 @@ pub async fn start_graph() -> anyhow::Result<String> {
         );
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(url)
-}
-
-/// Waits until `check` is true, polling every 20 ms, for at most `bound`.
-pub async fn wait_for(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + bound;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }

@@ -137,7 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         server_url: cli.database_url,
         bin,
         log: cli.service_log,
-        env: Vec::new(),
+        env: cli.env,
         keep_database: cli.keep_database,
     };
     match cli.scenario {
@@ -147,7 +147,6 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             seconds,
             conversations,
         } => {
-            options.env = cli.env;
             let pace = if rate == 0 {
                 Pace::Posters(posters)
             } else {
@@ -159,10 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             rate,
             seconds,
             conversations,
-        } => {
-            options.env = cli.env;
-            scenarios::webhooks(&options, "e2e", Pace::Rate(rate), seconds, conversations).await
-        }
+        } => scenarios::webhooks(&options, "e2e", Pace::Rate(rate), seconds, conversations).await,
         Scenario::Drain {
             messages,
             conversations,
@@ -170,12 +166,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         } => {
             // Pipedrive's return is noticed within a second, and the heads of the conversations
             // retried all through the fill do not run out of attempts.
-            options.env = vec![
-                ("QUEUE_RETRY_BASE_SECONDS".into(), "0.5".into()),
-                ("QUEUE_RETRY_MAX_SECONDS".into(), "1".into()),
-                ("QUEUE_MAX_ATTEMPTS".into(), "1000".into()),
-            ];
-            options.env.extend(cli.env);
+            // Given first, so that `--set` still overrides them.
+            options.env.splice(
+                0..0,
+                [
+                    ("QUEUE_RETRY_BASE_SECONDS".into(), "0.5".into()),
+                    ("QUEUE_RETRY_MAX_SECONDS".into(), "1".into()),
+                    ("QUEUE_MAX_ATTEMPTS".into(), "1000".into()),
+                ],
+            );
             scenarios::drain(&options, messages, conversations, posters).await
         }
         Scenario::History {
@@ -183,10 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             conversations,
             concurrency,
             seconds,
-        } => {
-            options.env = cli.env;
-            scenarios::history(&options, messages, conversations, concurrency, seconds).await
-        }
+        } => scenarios::history(&options, messages, conversations, concurrency, seconds).await,
         Scenario::Baseline { concurrency, seconds } => {
             scenarios::baseline(&options, concurrency, seconds).await
         }

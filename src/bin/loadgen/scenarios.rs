@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::clock;
 use crate::deployment::{self, Deployment, Options};
-use crate::fakes::{self, wait_for};
+use crate::fakes;
 use crate::load::{self, Ledger, Posted, Shape};
 use crate::service::Memory;
 use crate::stats::Summary;
@@ -412,6 +412,13 @@ fn print_posted(posted: &Posted) {
 
 fn fmt_secs(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
+}
+
+/// Waits until `check` is true, for at most `bound`; whether it became true.
+async fn wait_for(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
+    wait_for_async(bound, || std::future::ready(check().then_some(())))
+        .await
+        .is_some()
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most `bound`.

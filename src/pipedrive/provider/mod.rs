@@ -6,7 +6,7 @@ pub mod message_form;
 mod post_message;
 mod reading;
 
-pub use reading::{conversation_object, conversations_page};
+pub use reading::{conversation_page, conversations_page};
 
 use axum::Json;
 use axum::Router;

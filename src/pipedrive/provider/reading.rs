@@ -78,7 +78,7 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 
 /// A conversation object with up to `limit` of its newest messages (given newest first, one
 /// more than `limit` when older ones exist).
-pub fn conversation_object(
+fn conversation_object(
     links: Links<'_>,
     channel: &Channel,
     conversation: &ConversationRow,
@@ -194,13 +194,33 @@ pub async fn conversation(
     let page = messages::page(&state.db, row.id, after.at, after.id, limit + 1).await?;
     let ids: Vec<Uuid> = page.iter().map(|m| m.id).collect();
     let files = attachments::of_messages(&state.db, &ids).await?;
-    let object = conversation_object(links(&state), &channel, &row, page, &files, limit);
+    Ok(conversation_page(
+        links(&state),
+        &channel,
+        &row,
+        page,
+        &files,
+        limit,
+    ))
+}
+
+/// The getConversationById answer: the conversation with up to `limit` of `newest_first` (one
+/// more than `limit` when older messages exist) and their attachments out of `files`.
+pub fn conversation_page(
+    links: Links<'_>,
+    channel: &Channel,
+    conversation: &ConversationRow,
+    newest_first: Vec<messages::MessageRow>,
+    files: &[attachments::Attachment],
+    limit: i64,
+) -> Json<Success<wire::Conversation>> {
+    let object = conversation_object(links, channel, conversation, newest_first, files, limit);
     let additional = if object.next_messages_cursor.is_empty() {
         json!({})
     } else {
         json!({"after": object.next_messages_cursor})
     };
-    Ok(Success::with_additional(object, additional))
+    Success::with_additional(object, additional)
 }
 
 /// `getMessageById` (with the conversation in the path).
