@@ -122,6 +122,7 @@ fn messages(
                     .into()
             }),
             sent_at: at(newest - i as i64 * 137),
+            has_files: matches!(i % 10, 3 | 6 | 8),
         };
         let file = |position, mime: &str, filename: Option<&str>, status| Attachment {
             id: Uuid::now_v7(),

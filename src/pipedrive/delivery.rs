@@ -44,14 +44,15 @@ pub async fn enqueue(
     conversation_id: Uuid,
     change: &str,
 ) -> Result<(), sqlx::Error> {
-    queue::enqueue(
-        conn,
-        NewJob::new(KIND, &json!({"message_id": message_id, "change": change}))
-            .ordered_by(format!("conversation:{conversation_id}"))
-            .dedup(format!("deliver:{message_id}:{change}")),
-    )
-    .await?;
+    queue::enqueue(conn, job(message_id, conversation_id, change)).await?;
     Ok(())
+}
+
+/// The job [`enqueue`] queues, for callers that insert it together with their own rows.
+pub fn job(message_id: Uuid, conversation_id: Uuid, change: &str) -> NewJob {
+    NewJob::new(KIND, &json!({"message_id": message_id, "change": change}))
+        .ordered_by(format!("conversation:{conversation_id}"))
+        .dedup(format!("deliver:{message_id}:{change}"))
 }
 
 /// True when `change` is a status the message has since moved past. Every status change queues
@@ -99,16 +100,13 @@ impl Handler for Deliver {
                 change: Option<String>,
             }
             let Input { message_id, change } = job.input()?;
-            let Some(row) = messages::find_any(&self.db, message_id).await? else {
+            let Some((row, channel)) = messages::with_channel(&self.db, message_id).await? else {
                 return Ok(());
             };
             if change.as_deref().is_some_and(|c| overtaken(c, row.status)) {
                 tracing::debug!(%message_id, "status overtaken; the later status's delivery carries it");
                 return Ok(());
             }
-            let Some(channel) = channels::find(&self.db, row.channel_id).await? else {
-                return Ok(());
-            };
             let route = sink::route(self.sink, channel.mode);
             if route.is_nowhere() {
                 tracing::debug!(%message_id, "channel disabled; not delivered");
@@ -120,7 +118,11 @@ impl Handler for Deliver {
                     reason: "the channel is not registered in Pipedrive yet (install the app)".into(),
                 });
             };
-            let files = attachments::of_message(&self.db, message_id).await?;
+            let files = if row.has_files {
+                attachments::of_message(&self.db, message_id).await?
+            } else {
+                Vec::new()
+            };
             if files.iter().any(|a| a.status == AttachmentStatus::Pending) {
                 return Err(JobError::Defer {
                     reason: "waiting for the message's media to download".into(),

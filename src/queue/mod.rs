@@ -5,6 +5,7 @@
 //! Jobs run at least once: a worker that dies mid-job loses its lease and the job runs again,
 //! so handlers must be idempotent (keyed by our message ids).
 
+mod completions;
 mod retry;
 mod worker;
 

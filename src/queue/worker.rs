@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::completions::Completions;
 use super::{Handler, Job, JobError, Registry, RetryPolicy};
 use crate::store::jobs;
 
@@ -68,6 +69,7 @@ struct Worker {
     config: WorkerConfig,
     id: String,
     wake: Notify,
+    completions: Completions,
 }
 
 /// Starts this process's workers, its LISTEN connection and housekeeping, all stopping when
@@ -79,11 +81,13 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
+    let id = format!("worker-{}", uuid::Uuid::now_v7().simple());
     let worker = Arc::new(Worker {
+        completions: Completions::spawn(db.clone(), id.clone(), tracker),
         db,
         registry,
         config,
-        id: format!("worker-{}", uuid::Uuid::now_v7().simple()),
+        id,
         wake: Notify::new(),
     });
     tracker.spawn(listen(worker.clone(), shutdown.clone()));
@@ -209,6 +213,7 @@ async fn run_one(worker: &Worker, job: Job, hard_stop: &CancellationToken) {
         settle(
             &worker.db,
             &worker.id,
+            Some(&worker.completions),
             worker.config.retry,
             &job,
             &outcome,
@@ -259,7 +264,7 @@ pub async fn run_inline(
         Err(_) => Err(JobError::retry("timed out")),
     };
     record_outcome(&job, &outcome, started);
-    settle(db, &me, retry, &job, &outcome, started + lease).await;
+    settle(db, &me, None, retry, &job, &outcome, started + lease).await;
     Ok(Some(outcome))
 }
 
@@ -273,47 +278,24 @@ fn outcome_label(outcome: &Result<(), JobError>) -> &'static str {
     }
 }
 
-/// Records how a run ended, while the lease (ending at `lease_end`) is ours. A database outage
-/// is waited out until then: once the lease is over the job runs again anyway, which is what a
-/// lost settle would lead to, so giving up earlier would only add a duplicate run.
+/// Records how a run ended, while the lease (ending at `lease_end`) is ours; successes go
+/// through `completions` when given. A database outage is waited out until then: once the
+/// lease is over the job runs again anyway, which is what a lost settle would lead to, so
+/// giving up earlier would only add a duplicate run.
 async fn settle(
     db: &PgPool,
     me: &str,
+    completions: Option<&Completions>,
     policy: RetryPolicy,
     job: &Job,
     outcome: &Result<(), JobError>,
     lease_end: Instant,
 ) {
-    let id = job.id;
     let mut attempt = 0u32;
     loop {
-        let result = match outcome {
-            Ok(()) => jobs::complete(db, id, me).await,
-            Err(JobError::Retry { error, .. }) if policy.exhausted(job.attempts) => {
-                tracing::error!(
-                    error,
-                    attempts = job.attempts,
-                    "job dead-lettered after its last attempt"
-                );
-                jobs::bury(db, id, me, error).await
-            }
-            Err(JobError::Retry { error, after }) => {
-                let delay = policy.delay(job.attempts, *after);
-                tracing::warn!(error, retry_in = ?delay, "job failed; will retry");
-                jobs::reschedule(db, id, me, in_future(delay), Some(error), false).await
-            }
-            Err(JobError::Defer { reason, after }) => {
-                tracing::info!(reason, retry_in = ?after, "job deferred");
-                jobs::reschedule(db, id, me, in_future(*after), Some(reason), true).await
-            }
-            Err(JobError::Permanent(error)) => {
-                tracing::error!(error, "job failed permanently; dead-lettered");
-                jobs::bury(db, id, me, error).await
-            }
-            Err(JobError::Park { on, reason }) => {
-                tracing::info!(on, reason, "job parked");
-                jobs::park(db, id, me, on, reason).await
-            }
+        let result = match (outcome, completions) {
+            (Ok(()), Some(completions)) => completions.complete(job.id).await,
+            _ => settle_once(db, me, policy, job, outcome).await.map_err(Arc::new),
         };
         match result {
             Ok(true) => return,
@@ -331,6 +313,45 @@ async fn settle(
                 tokio::time::sleep(pause).await;
                 attempt += 1;
             }
+        }
+    }
+}
+
+/// One attempt at recording the outcome; false when the lease was no longer ours.
+async fn settle_once(
+    db: &PgPool,
+    me: &str,
+    policy: RetryPolicy,
+    job: &Job,
+    outcome: &Result<(), JobError>,
+) -> Result<bool, sqlx::Error> {
+    let id = job.id;
+    match outcome {
+        Ok(()) => jobs::complete(db, id, me).await,
+        Err(JobError::Retry { error, .. }) if policy.exhausted(job.attempts) => {
+            tracing::error!(
+                error,
+                attempts = job.attempts,
+                "job dead-lettered after its last attempt"
+            );
+            jobs::bury(db, id, me, error).await
+        }
+        Err(JobError::Retry { error, after }) => {
+            let delay = policy.delay(job.attempts, *after);
+            tracing::warn!(error, retry_in = ?delay, "job failed; will retry");
+            jobs::reschedule(db, id, me, in_future(delay), Some(error), false).await
+        }
+        Err(JobError::Defer { reason, after }) => {
+            tracing::info!(reason, retry_in = ?after, "job deferred");
+            jobs::reschedule(db, id, me, in_future(*after), Some(reason), true).await
+        }
+        Err(JobError::Permanent(error)) => {
+            tracing::error!(error, "job failed permanently; dead-lettered");
+            jobs::bury(db, id, me, error).await
+        }
+        Err(JobError::Park { on, reason }) => {
+            tracing::info!(on, reason, "job parked");
+            jobs::park(db, id, me, on, reason).await
         }
     }
 }

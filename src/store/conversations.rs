@@ -35,24 +35,6 @@ pub async fn upsert(
     .await
 }
 
-/// Records a customer message sent at `at`: it opens (or extends) the 24-hour reply window,
-/// moves the conversation up the activity order and marks it unseen. Timestamps only move
-/// forward, so late webhooks change nothing.
-pub async fn record_inbound(conn: &mut PgConnection, id: Uuid, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"UPDATE conversations SET
-               last_inbound_at = GREATEST(last_inbound_at, $2),
-               last_message_at = GREATEST(last_message_at, $2),
-               seen = false, status = 'open', updated_at = now()
-           WHERE id = $1"#,
-        id,
-        at,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Records a message of ours (or an echo) sent at `at`: activity order only.
 pub async fn record_outbound(
     conn: &mut PgConnection,

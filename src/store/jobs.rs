@@ -252,6 +252,27 @@ pub async fn complete(db: impl PgExecutor<'_>, id: i64, worker: &str) -> Result<
     Ok(done.rows_affected() == 1)
 }
 
+/// Marks the jobs among `ids` that `worker` still holds done; returns their ids.
+pub async fn complete_many(
+    db: impl PgExecutor<'_>,
+    ids: &[i64],
+    worker: &str,
+) -> Result<Vec<i64>, sqlx::Error> {
+    // Joined with the ids rather than `id = ANY($1) AND state = 'running'`, which the planner
+    // may answer by reading the whole partial index of running jobs, dead entries included.
+    sqlx::query_scalar!(
+        r#"UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
+                  finished_at = now(), updated_at = now()
+           FROM unnest($1::bigint[]) AS done(id)
+           WHERE jobs.id = done.id AND jobs.locked_by = $2 AND jobs.state = 'running'
+           RETURNING jobs.id"#,
+        ids,
+        worker,
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Puts a job back in the queue to run at `run_at`. `refund_attempt` is set when the run was
 /// not the job's fault (rate limits, shutdown) and must not count against its retry budget.
 pub async fn reschedule(

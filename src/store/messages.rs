@@ -5,6 +5,9 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::channels::{Channel, ChannelMode};
+use super::jobs::NewJob;
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -14,6 +17,16 @@ pub enum Direction {
     Inbound,
     /// The business (from Pipedrive, or echoed from the WhatsApp Business app).
     Outbound,
+}
+
+impl Direction {
+    /// As stored and labelled in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
 }
 
 /// Where a message is in its life. Positive statuses only move forward
@@ -111,6 +124,118 @@ pub async fn insert(conn: &mut PgConnection, m: &NewMessage<'_>) -> Result<bool,
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// A message that came in through a webhook, with the delivery to queue once it is stored.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Our id.
+    pub id: Uuid,
+    /// Its conversation.
+    pub conversation_id: Uuid,
+    /// Its channel.
+    pub channel_id: Uuid,
+    /// Inbound, or an echo of a message the business sent from its phone.
+    pub direction: Direction,
+    /// WhatsApp's id.
+    pub wamid: String,
+    /// Participant id of the writer.
+    pub sender_id: String,
+    /// WhatsApp message type.
+    pub kind: String,
+    /// Rendered text.
+    pub body: String,
+    /// The item as WhatsApp sent it.
+    pub raw: serde_json::Value,
+    /// The wamid it replies to.
+    pub reply_to_wamid: Option<String>,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+    /// Written by the customer (opens the reply window and marks the conversation unseen).
+    pub from_customer: bool,
+    /// Its delivery to Pipedrive.
+    pub delivery: NewJob,
+}
+
+/// Stores received messages (as `sent`), skipping those whose wamid is already stored on their
+/// channel, and, for those stored only, in the same statement: moves their conversations'
+/// activity forward (for customer messages also the reply window, `open` and unseen) and
+/// queues their deliveries in the given order. Returns the ids of the messages stored.
+pub async fn insert_received(
+    conn: &mut PgConnection,
+    received: &[Received],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if received.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: fn(&Received) -> String| received.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = received.iter().map(|r| r.id).collect();
+    let conversation_ids: Vec<Uuid> = received.iter().map(|r| r.conversation_id).collect();
+    let channel_ids: Vec<Uuid> = received.iter().map(|r| r.channel_id).collect();
+    let raws: Vec<serde_json::Value> = received.iter().map(|r| r.raw.clone()).collect();
+    let replies: Vec<Option<String>> = received.iter().map(|r| r.reply_to_wamid.clone()).collect();
+    let sent_ats: Vec<DateTime<Utc>> = received.iter().map(|r| r.sent_at).collect();
+    let from_customer: Vec<bool> = received.iter().map(|r| r.from_customer).collect();
+    let payloads: Vec<serde_json::Value> = received.iter().map(|r| r.delivery.payload.clone()).collect();
+    let ordering_keys: Vec<Option<String>> =
+        received.iter().map(|r| r.delivery.ordering_key.clone()).collect();
+    let dedup_keys: Vec<Option<String>> = received.iter().map(|r| r.delivery.dedup_key.clone()).collect();
+    sqlx::query_scalar!(
+        r#"WITH input AS (
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                                    $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::timestamptz[],
+                                    $12::bool[], $13::text[], $14::jsonb[], $15::text[], $16::text[])
+                   WITH ORDINALITY AS i(id, conversation_id, channel_id, direction, wamid, sender_id, kind, body,
+                                        raw, reply_to_wamid, sent_at, from_customer, job_kind,
+                                        job_payload, job_ordering_key, job_dedup_key, n)),
+           stored AS (
+               INSERT INTO messages (id, conversation_id, channel_id, direction, wamid, sender_id, kind,
+                                     body, raw, status, reply_to_wamid, sent_at)
+               SELECT id, conversation_id, channel_id, direction, wamid, sender_id, kind, body, raw, 'sent',
+                      reply_to_wamid, sent_at
+               FROM input ORDER BY n
+               ON CONFLICT (channel_id, wamid) DO NOTHING
+               RETURNING id),
+           activity AS (
+               UPDATE conversations c SET
+                   last_inbound_at = GREATEST(c.last_inbound_at, a.last_inbound_at),
+                   last_message_at = GREATEST(c.last_message_at, a.last_message_at),
+                   seen = c.seen AND NOT a.from_customer,
+                   status = CASE WHEN a.from_customer THEN 'open' ELSE c.status END,
+                   updated_at = now()
+               FROM (SELECT i.conversation_id,
+                            max(i.sent_at) FILTER (WHERE i.from_customer) AS last_inbound_at,
+                            max(i.sent_at) AS last_message_at,
+                            bool_or(i.from_customer) AS from_customer
+                     FROM input i JOIN stored s ON s.id = i.id
+                     GROUP BY i.conversation_id) a
+               WHERE c.id = a.conversation_id),
+           queued AS (
+               INSERT INTO jobs (kind, payload, ordering_key, dedup_key, run_at)
+               SELECT i.job_kind, i.job_payload, i.job_ordering_key, i.job_dedup_key, now()
+               FROM input i JOIN stored s ON s.id = i.id
+               ORDER BY i.n
+               ON CONFLICT (dedup_key) DO NOTHING)
+           SELECT id AS "id!" FROM stored"#,
+        &ids,
+        &conversation_ids,
+        &channel_ids,
+        &column(|r| r.direction.as_str().to_string()),
+        &column(|r| r.wamid.clone()),
+        &column(|r| r.sender_id.clone()),
+        &column(|r| r.kind.clone()),
+        &column(|r| r.body.clone()),
+        &raws,
+        &replies as &[Option<String>],
+        &sent_ats,
+        &from_customer,
+        &column(|r| r.delivery.kind.to_string()),
+        &payloads,
+        &ordering_keys as &[Option<String>],
+        &dedup_keys as &[Option<String>],
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// A stored message, located by WhatsApp id.
@@ -244,6 +369,8 @@ pub struct MessageRow {
     pub error_detail: Option<String>,
     /// When it was sent.
     pub sent_at: DateTime<Utc>,
+    /// Whether it has attachments (most messages have none, and then none are looked up).
+    pub has_files: bool,
 }
 
 /// Messages of a conversation strictly older than `(at, id)`, newest first.
@@ -257,7 +384,8 @@ pub async fn page(
     sqlx::query_as!(
         MessageRow,
         r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
-                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at
+                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at,
+                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = messages.id) AS "has_files!"
            FROM messages
            WHERE conversation_id = $1 AND (sent_at, id) < ($2, $3)
            ORDER BY sent_at DESC, id DESC
@@ -283,7 +411,8 @@ pub async fn latest_of(
         r#"SELECT m.id AS "id!", m.conversation_id AS "conversation_id!", m.channel_id AS "channel_id!",
                   m.direction AS "direction!: Direction", m.sender_id AS "sender_id!", m.kind AS "kind!",
                   m.body AS "body!", m.status AS "status!: MessageStatus", m.error_code, m.error_title,
-                  m.error_detail, m.sent_at AS "sent_at!"
+                  m.error_detail, m.sent_at AS "sent_at!",
+                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id) AS "has_files!"
            FROM unnest($1::uuid[]) AS c(id)
            CROSS JOIN LATERAL (
                SELECT * FROM messages WHERE conversation_id = c.id
@@ -304,7 +433,8 @@ pub async fn find_row(
     sqlx::query_as!(
         MessageRow,
         r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
-                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at
+                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at,
+                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = messages.id) AS "has_files!"
            FROM messages WHERE channel_id = $1 AND id = $2"#,
         channel_id,
         id,
@@ -424,15 +554,53 @@ pub async fn settle_attempt(
     Ok(())
 }
 
-/// A message by id, on whatever channel.
-pub async fn find_any(db: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<MessageRow>, sqlx::Error> {
-    sqlx::query_as!(
-        MessageRow,
-        r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
-                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at
-           FROM messages WHERE id = $1"#,
+/// A message by id with its channel, in one round trip (what a delivery needs).
+pub async fn with_channel(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<(MessageRow, Channel)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT m.id, m.conversation_id, m.channel_id, m.direction AS "direction: Direction", m.sender_id,
+                  m.kind, m.body, m.status AS "status: MessageStatus", m.error_code, m.error_title,
+                  m.error_detail, m.sent_at,
+                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id) AS "has_files!",
+                  ch.phone_number_id, ch.display_phone_number, ch.verified_name, ch.installation_id,
+                  ch.company_id, ch.pipedrive_channel_id, ch.mode AS "mode: ChannelMode",
+                  ch.created_at AS channel_created_at, ch.updated_at AS channel_updated_at
+           FROM messages m JOIN channels ch ON ch.id = m.channel_id
+           WHERE m.id = $1"#,
         id,
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|r| {
+        let channel = Channel {
+            id: r.channel_id,
+            phone_number_id: r.phone_number_id,
+            display_phone_number: r.display_phone_number,
+            verified_name: r.verified_name,
+            installation_id: r.installation_id,
+            company_id: r.company_id,
+            pipedrive_channel_id: r.pipedrive_channel_id,
+            mode: r.mode,
+            created_at: r.channel_created_at,
+            updated_at: r.channel_updated_at,
+        };
+        let message = MessageRow {
+            id: r.id,
+            conversation_id: r.conversation_id,
+            channel_id: r.channel_id,
+            direction: r.direction,
+            sender_id: r.sender_id,
+            kind: r.kind,
+            body: r.body,
+            status: r.status,
+            error_code: r.error_code,
+            error_title: r.error_title,
+            error_detail: r.error_detail,
+            sent_at: r.sent_at,
+            has_files: r.has_files,
+        };
+        (message, channel)
+    }))
 }

@@ -215,6 +215,7 @@ mod tests {
             sent_at: DateTime::parse_from_rfc3339(&format!("2026-11-24T09:{minute:02}:00Z"))
                 .unwrap()
                 .with_timezone(&Utc),
+            has_files: false,
         }
     }
 

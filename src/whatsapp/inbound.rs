@@ -1,6 +1,11 @@
 //! Turns one stored webhook notification into contacts, conversations, messages, attachments
 //! and status changes, and queues what must reach Pipedrive. Runs inside the caller's
-//! transaction; every step is idempotent, so a notification processed twice changes nothing.
+//! transaction, as part of a [`Batch`]; every step is idempotent, so a notification processed
+//! twice changes nothing.
+//!
+//! A plain message (no media, not a reply, reaction, edit or deletion) of a customer the batch
+//! already knows is only deferred to the batch; anything else first stores what was deferred,
+//! so every lookup sees the messages before it.
 
 use std::collections::HashMap;
 
@@ -8,14 +13,16 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::batch::Batch;
 use super::payload::{self, Change, MessageHead, MessagesValue, Notification, Status};
 use super::render::{self, Quotes};
 use super::send;
 use crate::media;
 use crate::pipedrive::delivery;
 use crate::queue::{self, NewJob};
-use crate::store::channels::{self, Channel};
-use crate::store::messages::{self, Direction, Failure, MessageStatus, NewMessage};
+use crate::store::channels::Channel;
+use crate::store::contacts::Known;
+use crate::store::messages::{self, Direction, Failure, MessageStatus, Received};
 use crate::store::{attachments, contacts, conversations, templates};
 
 /// Job kind retrying a status whose message is not known yet (the status overtook the send).
@@ -35,10 +42,6 @@ pub enum IngestError {
 /// What processing one notification did.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Messages stored (duplicates excluded).
-    pub messages: u32,
-    /// Status changes applied or queued.
-    pub statuses: u32,
     /// Phone number ids we do not serve: the event is parked, nothing is delivered.
     pub unknown_numbers: Vec<String>,
     /// Fields and items that were not for us, for the note.
@@ -69,9 +72,17 @@ impl Outcome {
     }
 }
 
-/// Processes a notification body.
-pub async fn process(conn: &mut PgConnection, body: &[u8]) -> Result<Outcome, IngestError> {
-    let notification: Notification = serde_json::from_slice(body)?;
+/// Reads a stored notification body.
+pub fn parse(body: &[u8]) -> Result<Notification, IngestError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Processes a notification as part of `batch`.
+pub async fn process(
+    conn: &mut PgConnection,
+    notification: &Notification,
+    batch: &mut Batch,
+) -> Result<Outcome, IngestError> {
     let mut outcome = Outcome::default();
     if notification.object != "whatsapp_business_account" {
         outcome
@@ -81,7 +92,7 @@ pub async fn process(conn: &mut PgConnection, body: &[u8]) -> Result<Outcome, In
     }
     for change in notification.entry.iter().flat_map(|e| &e.changes) {
         match change.field.as_str() {
-            "messages" | "smb_message_echoes" => process_messages(conn, change, &mut outcome).await?,
+            "messages" | "smb_message_echoes" => process_messages(conn, change, batch, &mut outcome).await?,
             "message_template_status_update"
             | "message_template_quality_update"
             | "message_template_components_update"
@@ -98,6 +109,7 @@ pub async fn process(conn: &mut PgConnection, body: &[u8]) -> Result<Outcome, In
 async fn process_messages(
     conn: &mut PgConnection,
     change: &Change,
+    batch: &mut Batch,
     outcome: &mut Outcome,
 ) -> Result<(), IngestError> {
     let mut value = change.value.clone();
@@ -108,7 +120,7 @@ async fn process_messages(
         .as_ref()
         .map(|m| m.phone_number_id.as_str())
         .unwrap_or("");
-    let Some(channel) = channels::find_by_phone_number_id(&mut *conn, phone_number_id).await? else {
+    let Some(channel) = batch.channel(conn, phone_number_id).await? else {
         metrics::counter!("webhook_unknown_number_total").increment(1);
         tracing::warn!(
             phone_number_id,
@@ -132,20 +144,18 @@ async fn process_messages(
         .flatten()
         .collect();
     for item in &value.messages {
-        if store_message(conn, &channel, item, &profiles, Direction::Inbound).await? {
-            outcome.messages += 1;
-        }
+        store_message(conn, batch, &channel, item, &profiles, Direction::Inbound).await?;
     }
     for item in &value.message_echoes {
-        if store_message(conn, &channel, item, &profiles, Direction::Outbound).await? {
-            outcome.messages += 1;
-        }
+        store_message(conn, batch, &channel, item, &profiles, Direction::Outbound).await?;
+    }
+    if !value.statuses.is_empty() {
+        batch.flush(conn).await?;
     }
     for item in &value.statuses {
         match serde_json::from_value::<Status>(item.clone()) {
             Ok(status) => {
                 apply_status(conn, channel.id, &status, true).await?;
-                outcome.statuses += 1;
             }
             Err(error) => outcome.skipped.push(format!("unreadable status: {error}")),
         }
@@ -158,17 +168,19 @@ async fn process_messages(
 }
 
 /// Stores one message (inbound, or an echo of one the business sent from its phone) and queues
-/// its media and its delivery. False for a message already stored.
+/// its media and its delivery; a plain message of a customer the batch knows is only deferred
+/// to the batch.
 async fn store_message(
     conn: &mut PgConnection,
+    batch: &mut Batch,
     channel: &Channel,
     item: &Value,
     profiles: &HashMap<&str, &str>,
     direction: Direction,
-) -> Result<bool, IngestError> {
+) -> Result<(), IngestError> {
     let Ok(head) = serde_json::from_value::<MessageHead>(item.clone()) else {
         tracing::warn!("message item without an id skipped; its raw event is kept");
-        return Ok(false);
+        return Ok(());
     };
     let (wa_id, bsuid) = match direction {
         Direction::Inbound => (head.from.as_deref(), head.from_user_id.as_deref()),
@@ -176,22 +188,67 @@ async fn store_message(
     };
     if wa_id.is_none() && bsuid.is_none() {
         tracing::warn!(wamid = head.id, "message without a sender or recipient skipped");
-        return Ok(false);
+        return Ok(());
     }
     let profile_name = wa_id.or(bsuid).and_then(|k| profiles.get(k).copied());
-    let contact_id = contacts::upsert(
-        conn,
-        &contacts::Identity {
-            wa_id,
-            bsuid,
-            profile_name,
-        },
-    )
-    .await?;
-    let conversation_id = conversations::upsert(conn, channel.id, contact_id, head.timestamp).await?;
+    let who = contacts::Identity {
+        wa_id,
+        bsuid,
+        profile_name,
+    };
+    let received = |contact_id: Uuid, conversation_id: Uuid, body: String| {
+        let id = Uuid::now_v7();
+        Received {
+            id,
+            conversation_id,
+            channel_id: channel.id,
+            direction,
+            wamid: head.id.clone(),
+            sender_id: match direction {
+                Direction::Inbound => contact_id.to_string(),
+                Direction::Outbound => channel.phone_number_id.clone(),
+            },
+            kind: head.kind.clone(),
+            body,
+            raw: item.clone(),
+            reply_to_wamid: render::reply_wamid(item).map(str::to_string),
+            sent_at: head.timestamp,
+            from_customer: direction == Direction::Inbound && head.kind != "system",
+            delivery: delivery::job(id, conversation_id, "new"),
+        }
+    };
+
+    let target_wamid = render::target_wamid(item);
+    if render::reply_wamid(item).is_none() && target_wamid.is_none() {
+        let rendered = render::render(item, Quotes::default());
+        if rendered.media.is_empty()
+            && let Some(customer) = batch.customer(channel.id, &who)
+        {
+            let message = received(customer.contact_id, customer.conversation_id, rendered.body);
+            batch.defer(message);
+            return Ok(());
+        }
+    }
+
+    // Everything else looks things up, so what was deferred goes first.
+    batch.flush(conn).await?;
+    let (contact_id, conversation_id) = match contacts::find_refreshed(conn, &who, Some(channel.id)).await? {
+        Some(Known {
+            contact_id,
+            conversation_id: Some(conversation_id),
+        }) => (contact_id, conversation_id),
+        known => {
+            let contact_id = match known {
+                Some(known) => known.contact_id,
+                None => contacts::upsert(conn, &who).await?,
+            };
+            let conversation_id = conversations::upsert(conn, channel.id, contact_id, head.timestamp).await?;
+            (contact_id, conversation_id)
+        }
+    };
+    batch.remember(channel.id, &who, contact_id, conversation_id);
 
     let reply_to = quoted_body(conn, channel.id, render::reply_wamid(item)).await?;
-    let target_wamid = render::target_wamid(item);
     let target = match target_wamid {
         Some(wamid) => messages::find_by_wamid(conn, channel.id, wamid).await?,
         None => None,
@@ -203,40 +260,11 @@ async fn store_message(
             target: target.as_ref().map(|t| t.body.as_str()),
         },
     );
-    let message_id = Uuid::now_v7();
-    let sender_id = match direction {
-        Direction::Inbound => contact_id.to_string(),
-        Direction::Outbound => channel.phone_number_id.clone(),
-    };
-    let stored = messages::insert(
-        conn,
-        &NewMessage {
-            id: message_id,
-            conversation_id,
-            channel_id: channel.id,
-            direction,
-            wamid: Some(&head.id),
-            sender_id: &sender_id,
-            kind: &head.kind,
-            body: &rendered.body,
-            raw: Some(item),
-            status: MessageStatus::Sent,
-            reply_to_wamid: render::reply_wamid(item),
-            sent_at: head.timestamp,
-        },
-    )
-    .await?;
-    if !stored {
-        metrics::counter!("messages_duplicate_total").increment(1);
-        return Ok(false);
-    }
-    metrics::counter!("messages_received_total", "type" => head.kind.clone(), "direction" => direction_label(direction))
-        .increment(1);
-    match direction {
-        Direction::Inbound if head.kind != "system" => {
-            conversations::record_inbound(conn, conversation_id, head.timestamp).await?
-        }
-        _ => conversations::record_outbound(conn, conversation_id, head.timestamp).await?,
+    let message = received(contact_id, conversation_id, rendered.body);
+    let message_id = message.id;
+    batch.defer(message);
+    if !batch.flush(conn).await?.contains(&message_id) {
+        return Ok(());
     }
     for (position, media) in rendered.media.iter().enumerate() {
         let attachment = attachments::insert_pending(
@@ -250,7 +278,6 @@ async fn store_message(
         .await?;
         media::download::enqueue(conn, attachment).await?;
     }
-    delivery::enqueue(conn, message_id, conversation_id, "new").await?;
 
     // An edit or deletion also changes the message it is about, which Pipedrive then updates
     // in place (same id).
@@ -270,14 +297,7 @@ async fn store_message(
         )
         .await?;
     }
-    Ok(true)
-}
-
-fn direction_label(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-    }
+    Ok(())
 }
 
 async fn quoted_body(

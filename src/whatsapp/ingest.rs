@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::batch::Batch;
 use super::inbound::{self, IngestError};
 use crate::store::{self, webhook_events};
 
@@ -57,20 +58,35 @@ pub async fn process_batch(db: &PgPool) -> Result<usize, sqlx::Error> {
 }
 
 /// The common case: the whole batch in one transaction without savepoints (two round trips
-/// fewer per event) and its events marked done in one statement. `None` when an event failed
+/// fewer per event), its customers looked up at once, its plain messages stored together and
+/// its events marked done in one statement. `None` when an event failed
 /// for a reason of its own; nothing of the batch is then kept.
 async fn process_at_once(db: &PgPool) -> Result<Option<usize>, sqlx::Error> {
     let (mut tx, events) = take_batch(db).await?;
     if events.is_empty() {
         return Ok(Some(0));
     }
+    let Ok(notifications) = events
+        .iter()
+        .map(|e| inbound::parse(&e.body))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return Ok(None);
+    };
+    let mut batch = Batch::default();
+    batch.prefetch(&mut tx, &notifications).await?;
     let mut finished = webhook_events::Finished::default();
-    for event in &events {
-        match inbound::process(&mut tx, &event.body).await {
+    for (event, notification) in events.iter().zip(&notifications) {
+        match inbound::process(&mut tx, notification, &mut batch).await {
             Ok(outcome) => finished.push(event.id, outcome.state(), outcome.note()),
             Err(IngestError::Database(error)) if retry_whole_batch(&error) => return Err(error),
             Err(_) => return Ok(None),
         }
+    }
+    match batch.flush(&mut tx).await {
+        Ok(_) => {}
+        Err(error) if retry_whole_batch(&error) => return Err(error),
+        Err(_) => return Ok(None),
     }
     webhook_events::finish_all(&mut tx, &finished).await?;
     tx.commit().await?;
@@ -84,9 +100,10 @@ async fn process_at_once(db: &PgPool) -> Result<Option<usize>, sqlx::Error> {
 /// One savepoint per event, so a failing event is kept as `failed` without its partial work.
 async fn process_one_by_one(db: &PgPool) -> Result<usize, sqlx::Error> {
     let (mut tx, events) = take_batch(db).await?;
+    let mut batch = Batch::default();
     for event in &events {
         let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-        match inbound::process(&mut savepoint, &event.body).await {
+        match process_alone(&mut savepoint, &event.body, &mut batch).await {
             Ok(outcome) => {
                 savepoint.commit().await?;
                 webhook_events::finish(&mut tx, event.id, outcome.state(), outcome.note().as_deref()).await?;
@@ -95,6 +112,7 @@ async fn process_one_by_one(db: &PgPool) -> Result<usize, sqlx::Error> {
             Err(IngestError::Database(error)) if retry_whole_batch(&error) => return Err(error),
             Err(error) => {
                 savepoint.rollback().await?;
+                batch.forget();
                 tracing::error!(event = event.id, %error, "webhook event could not be processed; kept as failed");
                 webhook_events::finish(&mut tx, event.id, "failed", Some(&error.to_string())).await?;
                 metrics::counter!("webhook_events_processed_total", "state" => "failed").increment(1);
@@ -104,6 +122,17 @@ async fn process_one_by_one(db: &PgPool) -> Result<usize, sqlx::Error> {
     }
     tx.commit().await?;
     Ok(events.len())
+}
+
+/// One event with everything it defers stored, so that its failure stays its own.
+async fn process_alone(
+    conn: &mut sqlx::PgConnection,
+    body: &[u8],
+    batch: &mut Batch,
+) -> Result<inbound::Outcome, IngestError> {
+    let outcome = inbound::process(conn, &inbound::parse(body)?, batch).await?;
+    batch.flush(conn).await?;
+    Ok(outcome)
 }
 
 /// Opens the batch's transaction, waits for the inbox (one batch at a time across replicas) and

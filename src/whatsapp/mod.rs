@@ -1,5 +1,6 @@
 //! The WhatsApp side: Meta's Graph API and the webhooks it sends us.
 
+pub mod batch;
 pub mod graph;
 pub mod inbound;
 pub mod ingest;

@@ -67,6 +67,7 @@ fn row() -> impl Strategy<Value = MessageRow> {
                     error_title,
                     error_detail,
                     sent_at,
+                    has_files: false,
                 }
             },
         )

@@ -1,0 +1,204 @@
+//! What the ingest loop carries from one notification to the next of a batch: the channels and
+//! customers already looked up, and the plain messages waiting to be stored together. A batch
+//! of a few hundred text messages from known customers then costs a handful of statements
+//! instead of a few per message.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::payload::Notification;
+use crate::store::channels::{self, Channel};
+use crate::store::contacts::{self, Identity};
+use crate::store::messages::{self, Received};
+
+/// A customer as one identity of one channel names them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CustomerKey {
+    channel_id: Uuid,
+    wa_id: Option<String>,
+    bsuid: Option<String>,
+}
+
+impl CustomerKey {
+    fn new(channel_id: Uuid, who: &Identity<'_>) -> Self {
+        Self {
+            channel_id,
+            wa_id: who.wa_id.map(str::to_string),
+            bsuid: who.bsuid.map(str::to_string),
+        }
+    }
+}
+
+/// A customer with a conversation, as stored.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    /// The contact.
+    pub contact_id: Uuid,
+    /// Its conversation on the channel.
+    pub conversation_id: Uuid,
+    wa_id: Option<String>,
+    bsuid: Option<String>,
+    profile_name: Option<String>,
+}
+
+/// The state of one batch, valid inside its transaction only.
+#[derive(Debug, Default)]
+pub struct Batch {
+    channels: HashMap<String, Option<Channel>>,
+    customers: HashMap<CustomerKey, Customer>,
+    deferred: Vec<Received>,
+}
+
+impl Batch {
+    /// The channel of a phone number id (`None`: not one of ours), read once per batch: a
+    /// number's channel row never changes its id.
+    pub async fn channel(
+        &mut self,
+        conn: &mut PgConnection,
+        phone_number_id: &str,
+    ) -> Result<Option<Channel>, sqlx::Error> {
+        if let Some(channel) = self.channels.get(phone_number_id) {
+            return Ok(channel.clone());
+        }
+        let channel = channels::find_by_phone_number_id(&mut *conn, phone_number_id).await?;
+        self.channels.insert(phone_number_id.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Looks up, in one round trip, the customers who wrote (or, for echoes, received) the
+    /// messages of `notifications`, with their conversations.
+    pub async fn prefetch(
+        &mut self,
+        conn: &mut PgConnection,
+        notifications: &[Notification],
+    ) -> Result<(), sqlx::Error> {
+        let mut keys: Vec<CustomerKey> = Vec::new();
+        for value in notifications
+            .iter()
+            .flat_map(|n| &n.entry)
+            .flat_map(|e| &e.changes)
+            .filter(|c| matches!(c.field.as_str(), "messages" | "smb_message_echoes"))
+            .map(|c| &c.value)
+        {
+            let Some(phone_number_id) = value["metadata"]["phone_number_id"].as_str() else {
+                continue;
+            };
+            let Some(channel) = self.channel(conn, phone_number_id).await? else {
+                continue;
+            };
+            let text = |item: &Value, key: &str| item[key].as_str().map(str::to_string);
+            let items = |key: &str| value[key].as_array().into_iter().flatten();
+            let inbound = items("messages").map(|m| (text(m, "from"), text(m, "from_user_id")));
+            let echoes = items("message_echoes").map(|m| (text(m, "to"), None));
+            for (wa_id, bsuid) in inbound.chain(echoes) {
+                let key = CustomerKey {
+                    channel_id: channel.id,
+                    wa_id,
+                    bsuid,
+                };
+                if (key.wa_id.is_some() || key.bsuid.is_some())
+                    && !self.customers.contains_key(&key)
+                    && !keys.contains(&key)
+                {
+                    keys.push(key);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let channel_ids: Vec<Uuid> = keys.iter().map(|k| k.channel_id).collect();
+        let wa_ids: Vec<Option<String>> = keys.iter().map(|k| k.wa_id.clone()).collect();
+        let bsuids: Vec<Option<String>> = keys.iter().map(|k| k.bsuid.clone()).collect();
+        for found in contacts::find_many(conn, &channel_ids, &wa_ids, &bsuids).await? {
+            let (Some(key), Some(conversation_id)) = (
+                usize::try_from(found.n - 1).ok().and_then(|i| keys.get(i)),
+                found.conversation_id,
+            ) else {
+                continue;
+            };
+            self.customers.insert(
+                key.clone(),
+                Customer {
+                    contact_id: found.contact_id,
+                    conversation_id,
+                    wa_id: found.wa_id,
+                    bsuid: found.bsuid,
+                    profile_name: found.profile_name,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The customer `who` names on `channel_id`, when known to have a conversation there and
+    /// nothing stored about them would change (name, missing identifiers).
+    pub fn customer(&self, channel_id: Uuid, who: &Identity<'_>) -> Option<&Customer> {
+        let customer = self.customers.get(&CustomerKey::new(channel_id, who))?;
+        let same_name = who
+            .profile_name
+            .filter(|name| !name.is_empty())
+            .is_none_or(|name| customer.profile_name.as_deref() == Some(name));
+        let complete = (who.wa_id.is_none() || customer.wa_id.is_some())
+            && (who.bsuid.is_none() || customer.bsuid.is_some());
+        (same_name && complete).then_some(customer)
+    }
+
+    /// Remembers a customer just found or created (and refreshed) the slow way.
+    pub fn remember(
+        &mut self,
+        channel_id: Uuid,
+        who: &Identity<'_>,
+        contact_id: Uuid,
+        conversation_id: Uuid,
+    ) {
+        let key = CustomerKey::new(channel_id, who);
+        let before = self.customers.remove(&key);
+        let before = before.as_ref();
+        let customer = Customer {
+            contact_id,
+            conversation_id,
+            wa_id: key.wa_id.clone().or_else(|| before.and_then(|b| b.wa_id.clone())),
+            bsuid: key.bsuid.clone().or_else(|| before.and_then(|b| b.bsuid.clone())),
+            profile_name: who
+                .profile_name
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+                .or_else(|| before.and_then(|b| b.profile_name.clone())),
+        };
+        self.customers.insert(key, customer);
+    }
+
+    /// Queues a message to be stored at the next [`flush`](Self::flush).
+    pub fn defer(&mut self, received: Received) {
+        self.deferred.push(received);
+    }
+
+    /// Stores the deferred messages in one statement, before anything that could depend on
+    /// them; returns the ids of those stored (the others were duplicates).
+    pub async fn flush(&mut self, conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
+        if self.deferred.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored = messages::insert_received(conn, &self.deferred).await?;
+        for received in self.deferred.drain(..) {
+            if stored.contains(&received.id) {
+                metrics::counter!("messages_received_total", "type" => received.kind, "direction" => received.direction.as_str())
+                    .increment(1);
+            } else {
+                metrics::counter!("messages_duplicate_total").increment(1);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Forgets the customers and deferred messages after a rollback (what was remembered may
+    /// have been rolled back with it).
+    pub fn forget(&mut self) {
+        self.customers.clear();
+        self.deferred.clear();
+    }
+}
