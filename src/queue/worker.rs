@@ -2,6 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -70,6 +71,7 @@ struct Worker {
     id: String,
     wake: Notify,
     completions: Completions,
+    settled: AtomicU64,
 }
 
 /// Starts this process's workers, its LISTEN connection and housekeeping, all stopping when
@@ -89,6 +91,7 @@ pub fn spawn(
         config,
         id,
         wake: Notify::new(),
+        settled: AtomicU64::new(0),
     });
     tracker.spawn(listen(worker.clone(), shutdown.clone()));
     tracker.spawn(housekeeping(worker.clone(), shutdown.clone()));
@@ -220,6 +223,7 @@ async fn run_one(worker: &Worker, job: Job, hard_stop: &CancellationToken) {
             lease_end,
         )
         .await;
+        worker.settled.fetch_add(1, Ordering::Relaxed);
         if job.ordering_key.is_some() {
             // Its successor in the same ordering key may now be due.
             worker.wake.notify_one();
@@ -394,14 +398,28 @@ async fn listen(worker: Arc<Worker>, shutdown: CancellationToken) {
     }
 }
 
-/// Trims finished jobs and publishes queue gauges.
+/// Jobs settled by this process after which housekeeping vacuums the queue. Every claim and
+/// settle leaves a dead row version whose index entries the claim queries step over until
+/// VACUUM removes them; autovacuum looks at a table at most once a minute, by which time a
+/// busy queue has left tens of thousands and every claim has slowed down.
+const VACUUM_AFTER: u64 = 5_000;
+
+/// Trims finished jobs, vacuums the queue while it is busy and publishes queue gauges.
 async fn housekeeping(worker: Arc<Worker>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut last_purge = Instant::now();
+    let mut since_vacuum = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
+        }
+        since_vacuum += worker.settled.swap(0, Ordering::Relaxed);
+        if since_vacuum >= VACUUM_AFTER {
+            since_vacuum = 0;
+            if let Err(error) = jobs::vacuum(&worker.db).await {
+                tracing::debug!(%error, "vacuuming the queue failed");
+            }
         }
         if let Ok(depths) = jobs::depth(&worker.db).await {
             for state in ["queued", "running", "parked", "dead"] {

@@ -108,7 +108,8 @@ pub async fn claim(
 }
 
 /// Leases due jobs among the oldest queued ones (a window a few times `limit` wide) and those
-/// whose lease ran out.
+/// whose lease ran out. The window is fetched by id (`= ANY`), because once the table's
+/// statistics see a backlog the planner would rather join it against every due job.
 async fn claim_oldest(
     db: &PgPool,
     worker: &str,
@@ -118,13 +119,13 @@ async fn claim_oldest(
     sqlx::query_as!(
         Job,
         r#"WITH due AS (
-               SELECT j.id FROM (
-                   (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT $4)
-                   UNION ALL
-                   (SELECT id FROM jobs WHERE state = 'running' AND locked_until < now()
-                    ORDER BY locked_until LIMIT $1)) w
-               JOIN jobs j ON j.id = w.id
-               WHERE ((j.state = 'queued' AND j.run_at <= now())
+               SELECT j.id FROM jobs j
+               WHERE j.id = ANY (ARRAY(
+                       (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT $4)
+                       UNION ALL
+                       (SELECT id FROM jobs WHERE state = 'running' AND locked_until < now()
+                        ORDER BY locked_until LIMIT $1)))
+                 AND ((j.state = 'queued' AND j.run_at <= now())
                       OR (j.state = 'running' AND j.locked_until < now()))
                  AND (j.ordering_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM jobs e
@@ -149,8 +150,8 @@ async fn claim_oldest(
 }
 
 /// Leases due jobs among the heads of the ordering keys (found by a skip scan of the ordering
-/// index, one probe per key) and the due jobs without a key. The due ones are then fetched by
-/// id: joined instead, the planner tends to read every due job of the backlog.
+/// index, one probe per key) and the due jobs without a key, fetched by id for the same reason
+/// as in [`claim_oldest`].
 async fn claim_heads(
     db: &PgPool,
     worker: &str,
@@ -452,6 +453,12 @@ pub async fn depth(db: impl PgExecutor<'_>) -> Result<Vec<QueueDepth>, sqlx::Err
     )
     .fetch_all(db)
     .await
+}
+
+/// Removes the dead row versions of the queue table (skipped when another process is at it).
+pub async fn vacuum(db: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("VACUUM (SKIP_LOCKED) jobs").execute(db).await?;
+    Ok(())
 }
 
 /// Deletes finished jobs older than `older_than_seconds`, keeping the table small.
