@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::completions::Completions;
 use super::{Handler, Job, JobError, Registry, RetryPolicy};
-use crate::store::jobs;
+use crate::store::{self, jobs};
 
 /// Tuning of one process's workers.
 #[derive(Debug, Clone)]
@@ -65,6 +65,7 @@ impl From<&crate::config::QueueConfig> for WorkerConfig {
 }
 
 struct Worker {
+    /// Claims and settles (relaxed commits, see [`store::relaxed_pool`]).
     db: PgPool,
     registry: Registry,
     config: WorkerConfig,
@@ -73,6 +74,9 @@ struct Worker {
     completions: Completions,
     settled: AtomicU64,
 }
+
+/// Connections of the claim loop, the settles and housekeeping (handlers use their own pool).
+const BOOKKEEPING_CONNECTIONS: u32 = 4;
 
 /// Starts this process's workers, its LISTEN connection and housekeeping, all stopping when
 /// `shutdown` is cancelled.
@@ -84,6 +88,7 @@ pub fn spawn(
     tracker: &TaskTracker,
 ) {
     let id = format!("worker-{}", uuid::Uuid::now_v7().simple());
+    let db = store::relaxed_pool(&db, BOOKKEEPING_CONNECTIONS);
     let worker = Arc::new(Worker {
         completions: Completions::spawn(db.clone(), id.clone(), tracker),
         db,
