@@ -1,6 +1,6 @@
 //! Test databases on the shared PostgreSQL server (`DATABASE_URL`), shared by the test binaries
-//! that include this file (`#[path = "../support/database.rs"]`). Names start with `pwtest_`,
-//! which `scripts/test` drops at the end.
+//! that include this file (`#[path = "../support/database.rs"]`). Names start with
+//! `$PW_TEST_DB_PREFIX` (`scripts/test` sets one per run and drops its databases at the end).
 
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -11,7 +11,8 @@ pub fn server_url() -> String {
 
 /// Creates an empty database on the server at `server` and returns its URL.
 pub async fn fresh_database(server: &str) -> String {
-    let name = format!("pwtest_{}", uuid::Uuid::new_v4().simple());
+    let prefix = std::env::var("PW_TEST_DB_PREFIX").unwrap_or_else(|_| "pwtest_".into());
+    let name = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(server)
         .await
         .expect("PostgreSQL for tests is reachable (DATABASE_URL)");
