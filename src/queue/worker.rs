@@ -1,5 +1,6 @@
 //! The claim → run → settle loop, its wake-up listener and its housekeeping.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,7 +148,7 @@ async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
             let worker = worker.clone();
             let hard_stop = hard_stop.clone();
             in_flight.spawn(async move {
-                run_one(&worker, job, &hard_stop).await;
+                run_chain(&worker, job, &hard_stop).await;
                 drop(permit);
             });
         }
@@ -187,37 +188,47 @@ async fn sleep_or_stop(duration: Duration, shutdown: &CancellationToken) -> bool
     }
 }
 
-async fn run_one(worker: &Worker, job: Job, hard_stop: &CancellationToken) {
-    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-    async {
-        let started = Instant::now();
-        let outcome = match worker.registry.get(&job.kind) {
-            None => Err(JobError::permanent(format!(
-                "no handler for job kind {:?}",
-                job.kind
-            ))),
-            Some(handler) => {
-                // The run must end before the lease does, or another worker could start it too.
-                let budget = worker.config.lease.mul_f64(0.8);
-                let run = AssertUnwindSafe(handler.run(&job)).catch_unwind();
-                tokio::select! {
-                    result = tokio::time::timeout(budget, run) => match result {
-                        Ok(Ok(outcome)) => outcome,
-                        Ok(Err(_panic)) => Err(JobError::retry("the handler panicked")),
-                        Err(_) => Err(JobError::retry(format!("timed out after {budget:?}"))),
-                    },
-                    _ = hard_stop.cancelled() => {
-                        tracing::info!("shutdown: releasing unfinished job");
-                        if let Err(error) = jobs::release(&worker.db, &worker.id, Some(job.id)).await {
-                            tracing::warn!(%error, "could not release job; its lease will expire");
-                        }
-                        return;
-                    }
-                }
-            }
+/// Jobs of one ordering key a task may run in a row before it hands its permit back.
+const CHAIN: usize = 64;
+
+/// Successors claimed at a time by a task that just ran their key's head.
+const CHAIN_STEP: i64 = 16;
+
+/// Runs `first` and, while its jobs succeed, the due jobs queued behind it in its ordering key:
+/// they are claimed while their predecessor still holds the key, so no other worker can take
+/// them, and they run in order in this task. A backlog of one conversation then costs a claim
+/// per step of the chain instead of a claim per job.
+async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
+    let mut chain: VecDeque<(Job, Instant)> = VecDeque::from([(first, Instant::now())]);
+    let mut ran = 0;
+    while let Some((job, claimed)) = chain.pop_front() {
+        if claimed.elapsed() > worker.config.lease / 2 {
+            // Slow predecessors used up half of this lease: let a fresh claim take it.
+            let rest = std::iter::once(job.id).chain(chain.drain(..).map(|(j, _)| j.id));
+            release_all(worker, rest.collect()).await;
+            return;
+        }
+        let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+        let Some(outcome) = execute(worker, &job, claimed, hard_stop)
+            .instrument(span.clone())
+            .await
+        else {
+            release_all(worker, chain.drain(..).map(|(j, _)| j.id).collect()).await;
+            return;
         };
-        record_outcome(&job, &outcome, started);
-        let lease_end = started + worker.config.lease;
+        ran += 1;
+        if outcome.is_ok()
+            && chain.is_empty()
+            && ran < CHAIN
+            && let Some(key) = &job.ordering_key
+        {
+            let lease = worker.config.lease.as_secs_f64();
+            match jobs::claim_successors(&worker.db, &worker.id, key, job.id, CHAIN_STEP, lease).await {
+                Ok(next) => chain.extend(next.into_iter().map(|j| (j, Instant::now()))),
+                Err(error) => tracing::warn!(%error, "claiming the jobs queued behind this one failed"),
+            }
+        }
+        let lease_end = claimed + worker.config.lease;
         settle(
             &worker.db,
             &worker.id,
@@ -227,15 +238,61 @@ async fn run_one(worker: &Worker, job: Job, hard_stop: &CancellationToken) {
             &outcome,
             lease_end,
         )
+        .instrument(span)
         .await;
         worker.settled.fetch_add(1, Ordering::Relaxed);
-        if job.ordering_key.is_some() {
+        if outcome.is_err() {
+            release_all(worker, chain.drain(..).map(|(j, _)| j.id).collect()).await;
+        }
+        if job.ordering_key.is_some() && chain.is_empty() {
             // Its successor in the same ordering key may now be due.
             worker.wake.notify_one();
         }
     }
-    .instrument(span)
-    .await
+}
+
+/// Runs a job's handler within its lease; `None` when shutdown cut it off (it is released).
+async fn execute(
+    worker: &Worker,
+    job: &Job,
+    claimed: Instant,
+    hard_stop: &CancellationToken,
+) -> Option<Result<(), JobError>> {
+    let started = Instant::now();
+    let outcome = match worker.registry.get(&job.kind) {
+        None => Err(JobError::permanent(format!(
+            "no handler for job kind {:?}",
+            job.kind
+        ))),
+        Some(handler) => {
+            // The run must end before the lease does, or another worker could start it too.
+            let budget = worker.config.lease.mul_f64(0.8).saturating_sub(claimed.elapsed());
+            let run = AssertUnwindSafe(handler.run(job)).catch_unwind();
+            tokio::select! {
+                result = tokio::time::timeout(budget, run) => match result {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_panic)) => Err(JobError::retry("the handler panicked")),
+                    Err(_) => Err(JobError::retry(format!("timed out after {budget:?}"))),
+                },
+                _ = hard_stop.cancelled() => {
+                    tracing::info!("shutdown: releasing unfinished job");
+                    release_all(worker, vec![job.id]).await;
+                    return None;
+                }
+            }
+        }
+    };
+    record_outcome(job, &outcome, started);
+    Some(outcome)
+}
+
+/// Hands claimed jobs back to the queue without charging an attempt.
+async fn release_all(worker: &Worker, ids: Vec<i64>) {
+    for id in ids {
+        if let Err(error) = jobs::release(&worker.db, &worker.id, Some(id)).await {
+            tracing::warn!(%error, "could not release job; its lease will expire");
+        }
+    }
 }
 
 fn record_outcome(job: &Job, outcome: &Result<(), JobError>, started: Instant) {

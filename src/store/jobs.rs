@@ -199,6 +199,44 @@ async fn claim_heads(
     .await
 }
 
+/// Leases to `worker` the jobs queued behind job `after` in ordering key `key`, up to `limit`,
+/// as long as they follow each other without a gap (a job not due yet, running or parked ends
+/// the run). Called while `worker` still holds `after`, so nobody else can claim them.
+pub async fn claim_successors(
+    db: &PgPool,
+    worker: &str,
+    key: &str,
+    after: i64,
+    limit: i64,
+    lease_seconds: f64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let mut claimed = sqlx::query_as!(
+        Job,
+        r#"WITH next AS (
+               SELECT id FROM (
+                   SELECT id, bool_and(state = 'queued' AND run_at <= now()) OVER (ORDER BY id) AS unbroken
+                   FROM (SELECT id, state, run_at FROM jobs
+                         WHERE ordering_key = $3 AND id > $4 AND state IN ('queued', 'running', 'parked')
+                         ORDER BY id LIMIT $5) behind) run
+               WHERE unbroken)
+           UPDATE jobs SET state = 'running', locked_by = $1,
+                  locked_until = now() + make_interval(secs => $2),
+                  attempts = jobs.attempts + 1, updated_at = now()
+           FROM next WHERE jobs.id = next.id AND jobs.state = 'queued'
+           RETURNING jobs.id, jobs.kind, jobs.payload, jobs.ordering_key, jobs.attempts,
+                     jobs.created_at"#,
+        worker,
+        lease_seconds,
+        key,
+        after,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    claimed.sort_by_key(|job| job.id);
+    Ok(claimed)
+}
+
 /// Leases one particular job to `worker`, whatever its scheduled time, unless an earlier job
 /// of its ordering key is unfinished (same rule as [`claim`]).
 pub async fn claim_id(

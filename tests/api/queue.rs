@@ -407,3 +407,50 @@ async fn shutdown_releases_unfinished_jobs_without_spending_an_attempt() {
     let (state, attempts, _) = job_row(&db, id).await;
     assert_eq!((state.as_str(), attempts), ("queued", 0));
 }
+
+/// Records like [`Recorder`], but the first run of `seq` 4 fails.
+struct FailsOnceAtFour {
+    log: Log,
+    failed: AtomicBool,
+}
+
+impl Handler for FailsOnceAtFour {
+    fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let seq = job.payload["seq"].as_i64().unwrap();
+            if seq == 4 && !self.failed.swap(true, Ordering::SeqCst) {
+                return Err(JobError::retry("first try of 4 fails"));
+            }
+            self.log.lock().unwrap().push((0, seq));
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_failure_in_a_run_of_one_key_hands_back_the_jobs_behind_it_untouched() {
+    // A worker runs the jobs queued behind a key's head in the same task; when one of them
+    // fails, those behind it go back to the queue without spending an attempt and still run
+    // after it.
+    let db = migrated_db().await;
+    enqueue_ordered(&db, 1, 12).await;
+    let log: Log = Arc::default();
+    let mut registry = Registry::new();
+    registry.register(
+        "record",
+        FailsOnceAtFour {
+            log: log.clone(),
+            failed: AtomicBool::new(false),
+        },
+    );
+    let workers = Workers::start(&db, registry, fast_workers());
+    wait_for(&db, "done", 12).await;
+    workers.stop().await;
+    assert_in_order_and_once(&log.lock().unwrap(), 1, 12);
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM jobs ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let expected: Vec<i32> = (0..12).map(|seq| if seq == 4 { 2 } else { 1 }).collect();
+    assert_eq!(attempts, expected);
+}
