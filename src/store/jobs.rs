@@ -222,7 +222,7 @@ pub async fn claim_successors(
            UPDATE jobs SET state = 'running', locked_by = $1,
                   locked_until = now() + make_interval(secs => $2),
                   attempts = jobs.attempts + 1, updated_at = now()
-           FROM next WHERE jobs.id = next.id AND jobs.state = 'queued'
+           WHERE jobs.id = ANY (ARRAY(SELECT id FROM next)) AND jobs.state = 'queued'
            RETURNING jobs.id, jobs.kind, jobs.payload, jobs.ordering_key, jobs.attempts,
                      jobs.created_at"#,
         worker,
