@@ -118,11 +118,7 @@ impl Handler for Deliver {
                     reason: "the channel is not registered in Pipedrive yet (install the app)".into(),
                 });
             };
-            let files = if row.has_files {
-                attachments::of_message(&self.db, message_id).await?
-            } else {
-                Vec::new()
-            };
+            let files = attachments::of_rows(&self.db, std::slice::from_ref(&row)).await?;
             if files.iter().any(|a| a.status == AttachmentStatus::Pending) {
                 return Err(JobError::Defer {
                     reason: "waiting for the message's media to download".into(),

@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::messages::MessageRow;
+
 /// Download state of an attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -83,19 +85,6 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Attachment
     .await
 }
 
-/// The attachments of a message, in order.
-pub async fn of_message(db: impl PgExecutor<'_>, message_id: Uuid) -> Result<Vec<Attachment>, sqlx::Error> {
-    sqlx::query_as!(
-        Attachment,
-        r#"SELECT id, message_id, position, media_id, mime_type, filename, size_bytes, sha256,
-                  status AS "status: AttachmentStatus", error, created_at
-           FROM attachments WHERE message_id = $1 ORDER BY position"#,
-        message_id
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// Stores downloaded bytes; returns the previous status.
 pub async fn store_content(
     db: impl PgExecutor<'_>,
@@ -169,6 +158,16 @@ pub async fn of_messages(
     )
     .fetch_all(db)
     .await
+}
+
+/// The attachments of those of `rows` that have any, in message and position order; nothing is
+/// read when none has (most messages have no files).
+pub async fn of_rows(db: impl PgExecutor<'_>, rows: &[MessageRow]) -> Result<Vec<Attachment>, sqlx::Error> {
+    let ids: Vec<Uuid> = rows.iter().filter(|m| m.has_files).map(|m| m.id).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    of_messages(db, &ids).await
 }
 
 /// Stores a file written in Pipedrive; returns its id.

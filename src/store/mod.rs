@@ -38,7 +38,12 @@ pub fn pool(database_url: &SecretString, max_connections: u32) -> Result<PgPool,
         // Our statements are short; JIT compiling one whose cost estimate is high (the queue's
         // claim over a deep backlog) took longer than running it.
         .options([("jit", "off")]);
-    Ok(PgPoolOptions::new()
+    Ok(pool_options(max_connections).connect_lazy_with(options))
+}
+
+/// How every pool of the service hands out connections.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(3))
@@ -47,7 +52,6 @@ pub fn pool(database_url: &SecretString, max_connections: u32) -> Result<PgPool,
         // the server dropped fails its next statement instead, and every caller already retries
         // database errors (webhooks answer 503, jobs run again).
         .test_before_acquire(false)
-        .connect_lazy_with(options))
 }
 
 /// A small pool on the same database whose commits do not wait for the disk
@@ -59,13 +63,7 @@ pub fn relaxed_pool(db: &PgPool, max_connections: u32) -> PgPool {
     let options = (*db.connect_options())
         .clone()
         .options([("synchronous_commit", "off")]);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(3))
-        .idle_timeout(Duration::from_secs(300))
-        .test_before_acquire(false)
-        .connect_lazy_with(options)
+    pool_options(max_connections).connect_lazy_with(options)
 }
 
 /// Waits (bounded) until the database answers, so a container started next to PostgreSQL does

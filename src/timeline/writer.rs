@@ -132,8 +132,7 @@ impl Writer {
             match self.links(&crm, &context, day, &seen).await? {
                 None => Written::NoPerson,
                 Some(links) => {
-                    let ids: Vec<Uuid> = messages.iter().filter(|m| m.has_files).map(|m| m.id).collect();
-                    let files = attachments::of_messages(&self.db, &ids).await?;
+                    let files = attachments::of_rows(&self.db, &messages).await?;
                     let viewer = Viewer {
                         keys: &self.keys,
                         public_url: &self.public_url,

@@ -111,18 +111,6 @@ fn conversation_object(
     }
 }
 
-/// The attachments of those of `rows` that have any (none is looked up when none has).
-async fn attachments_of(
-    state: &AppState,
-    rows: &[messages::MessageRow],
-) -> Result<Vec<attachments::Attachment>, ApiError> {
-    let ids: Vec<Uuid> = rows.iter().filter(|m| m.has_files).map(|m| m.id).collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(attachments::of_messages(&state.db, &ids).await?)
-}
-
 /// `getConversations`.
 pub async fn conversations(
     State(state): State<AppState>,
@@ -142,7 +130,7 @@ pub async fn conversations(
     rows.truncate(conversations_limit as usize);
     let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
     let message_rows = messages::latest_of(&state.db, &ids, messages_limit + 1).await?;
-    let files = attachments_of(&state, &message_rows).await?;
+    let files = attachments::of_rows(&state.db, &message_rows).await?;
     Ok(conversations_page(
         links(&state),
         &channel,
@@ -203,7 +191,7 @@ pub async fn conversation(
     let limit = params.limit("messages_limit")?;
     let after = params.cursor(Kind::Messages, row.id)?;
     let page = messages::page(&state.db, row.id, after.at, after.id, limit + 1).await?;
-    let files = attachments_of(&state, &page).await?;
+    let files = attachments::of_rows(&state.db, &page).await?;
     Ok(conversation_page(
         links(&state),
         &channel,
@@ -263,7 +251,7 @@ async fn message_of(
         .await?
         .filter(|m| conversation_id.is_none_or(|c| c == m.conversation_id))
         .ok_or_else(|| ApiError::NotFound(format!("Unknown message {message}")))?;
-    let files = attachments_of(state, std::slice::from_ref(&row)).await?;
+    let files = attachments::of_rows(&state.db, std::slice::from_ref(&row)).await?;
     let own: Vec<&attachments::Attachment> = files.iter().collect();
     Ok(Json(wire::message(&row, &own, links(state))))
 }
