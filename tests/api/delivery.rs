@@ -134,12 +134,21 @@ async fn pipedrive_errors_are_retried_until_it_recovers_and_nothing_is_lost() {
     .await;
     let bodies = wait_for_receives(&app, 4).await;
     assert!(bodies.iter().all(|b| b["message"] == "retry me"));
-    let done: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'deliver_message' AND state = 'done'")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(done, 1);
+    // The job is marked done after Pipedrive answered (settles are written in groups), so the
+    // count is waited for rather than read at once.
+    let done = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM jobs WHERE kind = 'deliver_message' AND state = 'done'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    eventually(Duration::from_secs(10), || async {
+        (done().await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(done().await, 1);
     app.stop().await;
 }
 
