@@ -466,23 +466,42 @@ async fn listen(worker: Arc<Worker>, shutdown: CancellationToken) {
 /// busy queue has left tens of thousands and every claim has slowed down.
 const VACUUM_AFTER: u64 = 5_000;
 
+/// Settled jobs before the first vacuum of this process; the interval then doubles up to
+/// [`VACUUM_AFTER`]. A vacuum records the table's size, and that makes PostgreSQL plan the
+/// queue's prepared statements again: plans made while the table was nearly empty (a new
+/// installation) read it whole, and went on doing so as it grew.
+const FIRST_VACUUM_AFTER: u64 = 500;
+
+/// How often housekeeping counts settled jobs; a busy queue settles thousands a second.
+const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
+
+/// How often the queue gauges are refreshed (a count over the unfinished jobs).
+const GAUGES_EVERY: Duration = Duration::from_secs(10);
+
 /// Trims finished jobs, vacuums the queue while it is busy and publishes queue gauges.
 async fn housekeeping(worker: Arc<Worker>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(HOUSEKEEPING_TICK);
     let mut last_purge = Instant::now();
+    let mut last_gauges: Option<Instant> = None;
     let mut since_vacuum = 0;
+    let mut vacuum_after = FIRST_VACUUM_AFTER;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
         since_vacuum += worker.settled.swap(0, Ordering::Relaxed);
-        if since_vacuum >= VACUUM_AFTER {
+        if since_vacuum >= vacuum_after {
             since_vacuum = 0;
+            vacuum_after = (vacuum_after * 2).min(VACUUM_AFTER);
             if let Err(error) = jobs::vacuum(&worker.db).await {
                 tracing::debug!(%error, "vacuuming the queue failed");
             }
         }
+        if last_gauges.is_some_and(|at| at.elapsed() < GAUGES_EVERY) {
+            continue;
+        }
+        last_gauges = Some(Instant::now());
         if let Ok(depths) = jobs::depth(&worker.db).await {
             for state in ["queued", "running", "parked", "dead"] {
                 let row = depths.iter().find(|d| d.state == state);

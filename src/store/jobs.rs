@@ -1,4 +1,10 @@
 //! SQL of the durable job queue (see `queue` for the worker that drives it).
+//!
+//! Statements that fetch jobs by id test their state with `CASE`, not `state = '…'`. Every
+//! state change leaves dead entries in the partial indexes on `state`, and a plain comparison
+//! lets the planner answer "these few ids, if queued" by reading one of those indexes whole
+//! (it trusts statistics taken while the queue was short); behind a `CASE` no partial index
+//! qualifies, and the ids are looked up in the primary key.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -125,8 +131,8 @@ async fn claim_oldest(
                        UNION ALL
                        (SELECT id FROM jobs WHERE state = 'running' AND locked_until < now()
                         ORDER BY locked_until LIMIT $1)))
-                 AND ((j.state = 'queued' AND j.run_at <= now())
-                      OR (j.state = 'running' AND j.locked_until < now()))
+                 AND CASE j.state WHEN 'queued' THEN j.run_at <= now()
+                                  WHEN 'running' THEN j.locked_until < now() ELSE false END
                  AND (j.ordering_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM jobs e
                        WHERE e.ordering_key = j.ordering_key AND e.id < j.id
@@ -180,8 +186,8 @@ async fn claim_heads(
            due AS (
                SELECT j.id FROM jobs j
                WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
-                 AND ((j.state = 'queued' AND j.run_at <= now())
-                      OR (j.state = 'running' AND j.locked_until < now()))
+                 AND CASE j.state WHEN 'queued' THEN j.run_at <= now()
+                                  WHEN 'running' THEN j.locked_until < now() ELSE false END
                ORDER BY j.run_at, j.id
                LIMIT $1
                FOR UPDATE OF j SKIP LOCKED)
@@ -222,7 +228,8 @@ pub async fn claim_successors(
            UPDATE jobs SET state = 'running', locked_by = $1,
                   locked_until = now() + make_interval(secs => $2),
                   attempts = jobs.attempts + 1, updated_at = now()
-           WHERE jobs.id = ANY (ARRAY(SELECT id FROM next)) AND jobs.state = 'queued'
+           WHERE jobs.id = ANY (ARRAY(SELECT id FROM next))
+             AND CASE jobs.state WHEN 'queued' THEN true ELSE false END
            RETURNING jobs.id, jobs.kind, jobs.payload, jobs.ordering_key, jobs.attempts,
                      jobs.created_at"#,
         worker,
@@ -299,13 +306,11 @@ pub async fn complete_many(
     ids: &[i64],
     worker: &str,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    // Joined with the ids rather than `id = ANY($1) AND state = 'running'`, which the planner
-    // may answer by reading the whole partial index of running jobs, dead entries included.
     sqlx::query_scalar!(
         r#"UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
                   finished_at = now(), updated_at = now()
-           FROM unnest($1::bigint[]) AS done(id)
-           WHERE jobs.id = done.id AND jobs.locked_by = $2 AND jobs.state = 'running'
+           WHERE jobs.id = ANY ($1) AND jobs.locked_by = $2
+             AND CASE jobs.state WHEN 'running' THEN true ELSE false END
            RETURNING jobs.id"#,
         ids,
         worker,
