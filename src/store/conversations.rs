@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::messages::{Direction, MessageRow, MessageStatus};
+
 /// The conversation of `contact` on `channel`, created if new (with its first activity at `at`).
 pub async fn upsert(
     conn: &mut PgConnection,
@@ -119,6 +121,83 @@ pub async fn find_on_channel(
     )
     .fetch_optional(db)
     .await
+}
+
+/// One conversation of a channel with its messages strictly older than `(at, before)`, newest
+/// first, at most `limit`: getConversationById in one round trip instead of two.
+pub async fn with_page(
+    db: impl sqlx::PgExecutor<'_>,
+    channel_id: Uuid,
+    id: Uuid,
+    at: DateTime<Utc>,
+    before: Uuid,
+    limit: i64,
+) -> Result<Option<(ConversationRow, Vec<MessageRow>)>, sqlx::Error> {
+    // The conversation's columns come with every message row; a conversation without messages
+    // (before `at`) is one row whose message columns are all null.
+    let rows = sqlx::query!(
+        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
+                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name,
+                  m.id AS "message_id?", m.direction AS "direction?: Direction",
+                  m.sender_id AS "sender_id?", m.kind AS "kind?", m.body AS "body?",
+                  m.status AS "message_status?: MessageStatus", m.error_code AS "error_code?",
+                  m.error_title AS "error_title?", m.error_detail AS "error_detail?",
+                  m.sent_at AS "sent_at?", m.has_files AS "has_files?"
+           FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+           LEFT JOIN LATERAL (
+               SELECT id, direction, sender_id, kind, body, status, error_code, error_title,
+                      error_detail, sent_at,
+                      EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = messages.id) AS has_files
+               FROM messages
+               WHERE conversation_id = c.id AND (sent_at, id) < ($3, $4)
+               ORDER BY sent_at DESC, id DESC
+               LIMIT $5) m ON true
+           WHERE c.channel_id = $1 AND c.id = $2
+           ORDER BY m.sent_at DESC, m.id DESC"#,
+        channel_id,
+        id,
+        at,
+        before,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let conversation = ConversationRow {
+        id: first.id,
+        channel_id: first.channel_id,
+        status: first.status.clone(),
+        seen: first.seen,
+        last_inbound_at: first.last_inbound_at,
+        last_message_at: first.last_message_at,
+        contact_id: first.contact_id,
+        wa_id: first.wa_id.clone(),
+        bsuid: first.bsuid.clone(),
+        profile_name: first.profile_name.clone(),
+    };
+    let messages = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(MessageRow {
+                id: r.message_id?,
+                conversation_id: r.id,
+                channel_id: r.channel_id,
+                direction: r.direction?,
+                sender_id: r.sender_id?,
+                kind: r.kind?,
+                body: r.body?,
+                status: r.message_status?,
+                error_code: r.error_code,
+                error_title: r.error_title,
+                error_detail: r.error_detail,
+                sent_at: r.sent_at?,
+                has_files: r.has_files?,
+            })
+        })
+        .collect();
+    Ok(Some((conversation, messages)))
 }
 
 /// Whether `contact_id` has a conversation on `channel_id`.

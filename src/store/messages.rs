@@ -373,32 +373,6 @@ pub struct MessageRow {
     pub has_files: bool,
 }
 
-/// Messages of a conversation strictly older than `(at, id)`, newest first.
-pub async fn page(
-    db: impl sqlx::PgExecutor<'_>,
-    conversation_id: Uuid,
-    at: DateTime<Utc>,
-    id: Uuid,
-    limit: i64,
-) -> Result<Vec<MessageRow>, sqlx::Error> {
-    sqlx::query_as!(
-        MessageRow,
-        r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
-                  status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at,
-                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = messages.id) AS "has_files!"
-           FROM messages
-           WHERE conversation_id = $1 AND (sent_at, id) < ($2, $3)
-           ORDER BY sent_at DESC, id DESC
-           LIMIT $4"#,
-        conversation_id,
-        at,
-        id,
-        limit,
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// The newest `limit` messages of each of `conversation_ids`, newest first per conversation, in
 /// one round trip.
 pub async fn latest_of(

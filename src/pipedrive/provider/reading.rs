@@ -184,13 +184,19 @@ pub async fn conversation(
 ) -> Result<Json<Success<wire::Conversation>>, ApiError> {
     let channel = active_channel(&state, &channel).await?;
     let conversation_id = parse_id(&conversation, "conversation")?;
-    let row = conversations::find_on_channel(&state.db, channel.id, conversation_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Unknown conversation {conversation}")))?;
     let params = Params::parse(query);
     let limit = params.limit("messages_limit")?;
-    let after = params.cursor(Kind::Messages, row.id)?;
-    let page = messages::page(&state.db, row.id, after.at, after.id, limit + 1).await?;
+    let after = params.cursor(Kind::Messages, conversation_id)?;
+    let (row, page) = conversations::with_page(
+        &state.db,
+        channel.id,
+        conversation_id,
+        after.at,
+        after.id,
+        limit + 1,
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("Unknown conversation {conversation}")))?;
     let files = attachments::of_rows(&state.db, &page).await?;
     Ok(conversation_page(
         links(&state),
