@@ -74,6 +74,9 @@ struct Worker {
     wake: Notify,
     completions: Completions,
     settled: AtomicU64,
+    /// Job notifications received (and listener reconnects): a run that saw this unchanged
+    /// knows no job was inserted while it held its key.
+    inserted: AtomicU64,
 }
 
 /// Connections of the claim loop, the settles and housekeeping (handlers use their own pool).
@@ -98,6 +101,7 @@ pub fn spawn(
         id,
         wake: Notify::new(),
         settled: AtomicU64::new(0),
+        inserted: AtomicU64::new(0),
     });
     tracker.spawn(listen(worker.clone(), shutdown.clone()));
     tracker.spawn(housekeeping(worker.clone(), shutdown.clone()));
@@ -217,13 +221,18 @@ async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
             return;
         };
         ran += 1;
+        // Set when nothing was queued behind this job and no job has been inserted since: its
+        // end then makes no other job due, and the claim loop need not look.
+        let mut inserted_at_look = None;
         if outcome.is_ok()
             && chain.is_empty()
             && ran < CHAIN
             && let Some(key) = &job.ordering_key
         {
             let lease = worker.config.lease.as_secs_f64();
+            let inserted = worker.inserted.load(Ordering::Relaxed);
             match jobs::claim_successors(&worker.db, &worker.id, key, job.id, CHAIN_STEP, lease).await {
+                Ok(next) if next.is_empty() => inserted_at_look = Some(inserted),
                 Ok(next) => chain.extend(next.into_iter().map(|j| (j, Instant::now()))),
                 Err(error) => tracing::warn!(%error, "claiming the jobs queued behind this one failed"),
             }
@@ -244,7 +253,9 @@ async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
         if outcome.is_err() {
             release_all(worker, chain.drain(..).map(|(j, _)| j.id).collect()).await;
         }
-        if job.ordering_key.is_some() && chain.is_empty() {
+        let nothing_behind = outcome.is_ok()
+            && inserted_at_look.is_some_and(|seen| seen == worker.inserted.load(Ordering::Relaxed));
+        if job.ordering_key.is_some() && chain.is_empty() && !nothing_behind {
             // Its successor in the same ordering key may now be due.
             worker.wake.notify_one();
         }
@@ -435,11 +446,15 @@ async fn listen(worker: Arc<Worker>, shutdown: CancellationToken) {
                 Ok(()) => {
                     backoff = Duration::from_secs(1);
                     // Notifications sent while we were not listening are lost: look once.
+                    worker.inserted.fetch_add(1, Ordering::Relaxed);
                     worker.wake.notify_one();
                     loop {
                         tokio::select! {
                             received = listener.recv() => match received {
-                                Ok(_) => worker.wake.notify_one(),
+                                Ok(_) => {
+                                    worker.inserted.fetch_add(1, Ordering::Relaxed);
+                                    worker.wake.notify_one();
+                                }
                                 Err(error) => {
                                     tracing::warn!(%error, "job notifications interrupted");
                                     break;
