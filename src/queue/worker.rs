@@ -299,10 +299,11 @@ async fn execute(
 
 /// Hands claimed jobs back to the queue without charging an attempt.
 async fn release_all(worker: &Worker, ids: Vec<i64>) {
-    for id in ids {
-        if let Err(error) = jobs::release(&worker.db, &worker.id, Some(id)).await {
-            tracing::warn!(%error, "could not release job; its lease will expire");
-        }
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(error) = jobs::release(&worker.db, &worker.id, Some(&ids)).await {
+        tracing::warn!(%error, jobs = ids.len(), "could not release jobs; their leases will expire");
     }
 }
 

@@ -397,14 +397,15 @@ pub async fn unpark(db: impl PgExecutor<'_>, parked_on: &str) -> Result<u64, sql
     Ok(updated.rows_affected())
 }
 
-/// Releases one job (or every job) a stopping worker still holds, without charging an attempt.
-pub async fn release(db: impl PgExecutor<'_>, worker: &str, id: Option<i64>) -> Result<u64, sqlx::Error> {
+/// Releases some jobs (or every job) a stopping worker still holds, without charging an
+/// attempt.
+pub async fn release(db: impl PgExecutor<'_>, worker: &str, ids: Option<&[i64]>) -> Result<u64, sqlx::Error> {
     let updated = sqlx::query!(
         r#"UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
                   attempts = GREATEST(attempts - 1, 0), updated_at = now()
-           WHERE state = 'running' AND locked_by = $1 AND ($2::bigint IS NULL OR id = $2)"#,
+           WHERE state = 'running' AND locked_by = $1 AND ($2::bigint[] IS NULL OR id = ANY ($2))"#,
         worker,
-        id,
+        ids,
     )
     .execute(db)
     .await?;
