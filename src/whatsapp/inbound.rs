@@ -219,19 +219,27 @@ async fn store_message(
     };
 
     let target_wamid = render::target_wamid(item);
-    if render::reply_wamid(item).is_none() && target_wamid.is_none() {
-        let rendered = render::render(item, Quotes::default());
-        if rendered.media.is_empty()
-            && let Some(customer) = batch.customer(channel.id, &who)
-        {
-            let message = received(customer.contact_id, customer.conversation_id, rendered.body);
-            batch.defer(message);
-            return Ok(());
-        }
+    // A plain message (no reply, no target, no media) needs nothing stored before it: it is
+    // deferred, once its customer and conversation are known.
+    let plain = (render::reply_wamid(item).is_none() && target_wamid.is_none())
+        .then(|| render::render(item, Quotes::default()))
+        .filter(|rendered| rendered.media.is_empty());
+    if let Some(rendered) = &plain
+        && let Some(customer) = batch.customer(channel.id, &who)
+    {
+        let message = received(
+            customer.contact_id,
+            customer.conversation_id,
+            rendered.body.clone(),
+        );
+        batch.defer(message);
+        return Ok(());
     }
 
-    // Everything else looks things up, so what was deferred goes first.
-    batch.flush(conn).await?;
+    // Replies, edits, reactions and media look messages up, so what was deferred goes first.
+    if plain.is_none() {
+        batch.flush(conn).await?;
+    }
     let (contact_id, conversation_id) = match contacts::find_refreshed(conn, &who, Some(channel.id)).await? {
         Some(Known {
             contact_id,
@@ -247,6 +255,10 @@ async fn store_message(
         }
     };
     batch.remember(channel.id, &who, contact_id, conversation_id);
+    if let Some(rendered) = plain {
+        batch.defer(received(contact_id, conversation_id, rendered.body));
+        return Ok(());
+    }
 
     let reply_to = quoted_body(conn, channel.id, render::reply_wamid(item)).await?;
     let target = match target_wamid {
