@@ -3,12 +3,13 @@
 //! transaction, as part of a [`Batch`]; every step is idempotent, so a notification processed
 //! twice changes nothing.
 //!
-//! A plain message (no media, not a reply, reaction, edit or deletion) of a customer the batch
-//! already knows is only deferred to the batch; anything else first stores what was deferred,
-//! so every lookup sees the messages before it.
+//! A plain message (no media, not a reply, reaction, edit or deletion) is only deferred to the
+//! batch, once its customer and conversation are known or created; anything else first stores
+//! what was deferred, so every lookup of a message sees the messages before it.
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -167,9 +168,36 @@ async fn process_messages(
     Ok(())
 }
 
+/// Finds the customer `who` (refreshing what they are called) or creates them, with their
+/// conversation on `channel_id` (created with its first activity at `at`), and remembers them
+/// for the rest of the batch; returns contact and conversation.
+async fn customer_of(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    channel_id: Uuid,
+    who: &contacts::Identity<'_>,
+    at: DateTime<Utc>,
+) -> Result<(Uuid, Uuid), sqlx::Error> {
+    let (contact_id, conversation_id) = match contacts::find_refreshed(conn, who, Some(channel_id)).await? {
+        Some(Known {
+            contact_id,
+            conversation_id: Some(conversation_id),
+        }) => (contact_id, conversation_id),
+        known => {
+            let contact_id = match known {
+                Some(known) => known.contact_id,
+                None => contacts::upsert(conn, who).await?,
+            };
+            let conversation_id = conversations::upsert(conn, channel_id, contact_id, at).await?;
+            (contact_id, conversation_id)
+        }
+    };
+    batch.remember(channel_id, who, contact_id, conversation_id);
+    Ok((contact_id, conversation_id))
+}
+
 /// Stores one message (inbound, or an echo of one the business sent from its phone) and queues
-/// its media and its delivery; a plain message of a customer the batch knows is only deferred
-/// to the batch.
+/// its media and its delivery; a plain message is only deferred to the batch.
 async fn store_message(
     conn: &mut PgConnection,
     batch: &mut Batch,
@@ -224,37 +252,21 @@ async fn store_message(
     let plain = (render::reply_wamid(item).is_none() && target_wamid.is_none())
         .then(|| render::render(item, Quotes::default()))
         .filter(|rendered| rendered.media.is_empty());
-    if let Some(rendered) = &plain
-        && let Some(customer) = batch.customer(channel.id, &who)
-    {
-        let message = received(
-            customer.contact_id,
-            customer.conversation_id,
-            rendered.body.clone(),
-        );
-        batch.defer(message);
-        return Ok(());
-    }
-
-    // Replies, edits, reactions and media look messages up, so what was deferred goes first.
-    if plain.is_none() {
-        batch.flush(conn).await?;
-    }
-    let (contact_id, conversation_id) = match contacts::find_refreshed(conn, &who, Some(channel.id)).await? {
-        Some(Known {
-            contact_id,
-            conversation_id: Some(conversation_id),
-        }) => (contact_id, conversation_id),
-        known => {
-            let contact_id = match known {
-                Some(known) => known.contact_id,
-                None => contacts::upsert(conn, &who).await?,
-            };
-            let conversation_id = conversations::upsert(conn, channel.id, contact_id, head.timestamp).await?;
-            (contact_id, conversation_id)
+    let known = plain
+        .as_ref()
+        .and_then(|_| batch.customer(channel.id, &who))
+        .map(|customer| (customer.contact_id, customer.conversation_id));
+    let (contact_id, conversation_id) = match known {
+        Some(ids) => ids,
+        None => {
+            // Replies, edits, reactions and media look messages up, so what was deferred goes
+            // first.
+            if plain.is_none() {
+                batch.flush(conn).await?;
+            }
+            customer_of(conn, batch, channel.id, &who, head.timestamp).await?
         }
     };
-    batch.remember(channel.id, &who, contact_id, conversation_id);
     if let Some(rendered) = plain {
         batch.defer(received(contact_id, conversation_id, rendered.body));
         return Ok(());
