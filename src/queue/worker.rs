@@ -253,8 +253,8 @@ async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
         if outcome.is_err() {
             release_all(worker, chain.drain(..).map(|(j, _)| j.id).collect()).await;
         }
-        let nothing_behind = outcome.is_ok()
-            && inserted_at_look.is_some_and(|seen| seen == worker.inserted.load(Ordering::Relaxed));
+        let nothing_behind =
+            inserted_at_look.is_some_and(|seen| seen == worker.inserted.load(Ordering::Relaxed));
         if job.ordering_key.is_some() && chain.is_empty() && !nothing_behind {
             // Its successor in the same ordering key may now be due.
             worker.wake.notify_one();
