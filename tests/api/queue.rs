@@ -408,22 +408,18 @@ async fn shutdown_releases_unfinished_jobs_without_spending_an_attempt() {
     assert_eq!((state.as_str(), attempts), ("queued", 0));
 }
 
-/// Records like [`Recorder`], but the first run of `seq` 4 fails.
+/// A [`Recorder`] whose first run of `seq` 4 fails.
 struct FailsOnceAtFour {
-    log: Log,
+    recorder: Recorder,
     failed: AtomicBool,
 }
 
 impl Handler for FailsOnceAtFour {
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
-        Box::pin(async move {
-            let seq = job.payload["seq"].as_i64().unwrap();
-            if seq == 4 && !self.failed.swap(true, Ordering::SeqCst) {
-                return Err(JobError::retry("first try of 4 fails"));
-            }
-            self.log.lock().unwrap().push((0, seq));
-            Ok(())
-        })
+        if job.payload["seq"] == 4 && !self.failed.swap(true, Ordering::SeqCst) {
+            return Box::pin(async { Err(JobError::retry("first try of 4 fails")) });
+        }
+        self.recorder.run(job)
     }
 }
 
@@ -439,7 +435,7 @@ async fn a_failure_in_a_run_of_one_key_hands_back_the_jobs_behind_it_untouched()
     registry.register(
         "record",
         FailsOnceAtFour {
-            log: log.clone(),
+            recorder: Recorder(log.clone()),
             failed: AtomicBool::new(false),
         },
     );
