@@ -80,7 +80,22 @@ impl PipedriveClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<PipedriveResponse, PipedriveError> {
-        let mut session = self.session(installation_id).await?;
+        let credentials = installations::credentials(&self.inner.db, installation_id).await?;
+        self.request_as(installation_id, credentials, method, path, body)
+            .await
+    }
+
+    /// [`request`](Self::request) with the installation's credentials read by the caller, in a
+    /// statement of its own that had to run anyway (a delivery reads them with its message).
+    pub async fn request_as(
+        &self,
+        installation_id: Uuid,
+        credentials: Option<Credentials>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<PipedriveResponse, PipedriveError> {
+        let mut session = self.open(installation_id, credentials)?;
         let left = session.expires_at.map(|at| at - Utc::now());
         if left.is_none_or(|left| left < REFRESH_MARGIN) {
             match self.refresh(installation_id, &session.version).await {
@@ -163,12 +178,7 @@ impl PipedriveClient {
         Err(classify(status, &headers, &body, rate_limit))
     }
 
-    /// The installation's decrypted credentials, if it may call Pipedrive.
-    async fn session(&self, installation_id: Uuid) -> Result<Session, PipedriveError> {
-        let row = installations::credentials(&self.inner.db, installation_id).await?;
-        self.open(installation_id, row)
-    }
-
+    /// The decrypted credentials, if the installation may call Pipedrive.
     fn open(&self, installation_id: Uuid, row: Option<Credentials>) -> Result<Session, PipedriveError> {
         let reauth = |reason: &str| PipedriveError::NeedsReauth {
             installation_id,

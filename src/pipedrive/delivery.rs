@@ -23,6 +23,7 @@ use crate::crypto::Keys;
 use crate::queue::{self, Handler, Job, JobError, NewJob};
 use crate::store::attachments::{self, Attachment, AttachmentStatus};
 use crate::store::channels::{self, Channel, ChannelMode};
+use crate::store::installations::Credentials;
 use crate::store::messages::{self, MessageStatus};
 use crate::timeline;
 
@@ -100,7 +101,12 @@ impl Handler for Deliver {
                 change: Option<String>,
             }
             let Input { message_id, change } = job.input()?;
-            let Some((row, channel)) = messages::with_channel(&self.db, message_id).await? else {
+            let Some(messages::ForDelivery {
+                message: row,
+                channel,
+                credentials,
+            }) = messages::for_delivery(&self.db, message_id).await?
+            else {
                 return Ok(());
             };
             if change.as_deref().is_some_and(|c| overtaken(c, row.status)) {
@@ -132,7 +138,10 @@ impl Handler for Deliver {
             if !route.inbox {
                 return Ok(());
             }
-            match self.to_inbox(installation_id, &channel, &row, &files, job).await {
+            match self
+                .to_inbox(installation_id, credentials, &channel, &row, &files, job)
+                .await
+            {
                 Ok(()) => Ok(()),
                 Err(PipedriveError::Gone { status }) if route.switch_when_retired => {
                     // Pipedrive retired the Channels API (2026-02-01): the channel moves to the
@@ -173,6 +182,7 @@ impl Deliver {
     async fn to_inbox(
         &self,
         installation_id: Uuid,
+        credentials: Option<Credentials>,
         channel: &Channel,
         row: &messages::MessageRow,
         files: &[Attachment],
@@ -199,7 +209,13 @@ impl Deliver {
         }
         match self
             .pipedrive
-            .request(installation_id, Method::POST, RECEIVE_PATH, Some(&body))
+            .request_as(
+                installation_id,
+                credentials,
+                Method::POST,
+                RECEIVE_PATH,
+                Some(&body),
+            )
             .await
         {
             Ok(_) => {
