@@ -4,6 +4,7 @@
 //! again with its new status; and/or to the CRM timeline, which rewrites the conversation-day's
 //! note. [`sink::route`] decides which.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use super::wire::{self, Links};
 use super::{PipedriveClient, PipedriveError};
 use crate::config::{PublicUrl, Sink};
 use crate::crypto::Keys;
-use crate::queue::{self, Handler, Job, JobError, NewJob};
+use crate::queue::{self, Handler, Job, JobError, NewJob, ReadAhead};
 use crate::store::attachments::{self, Attachment, AttachmentStatus};
 use crate::store::channels::{self, Channel, ChannelMode};
 use crate::store::installations::Credentials;
@@ -91,21 +92,62 @@ pub struct Deliver {
     pub debounce: Duration,
 }
 
+/// A delivery job's payload.
+#[derive(Deserialize)]
+struct Input {
+    message_id: Uuid,
+    #[serde(default)]
+    change: Option<String>,
+}
+
 impl Handler for Deliver {
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        self.run_read_ahead(job, None)
+    }
+
+    /// The messages of a run of deliveries, with their channels and tokens, in one statement.
+    fn read_ahead<'a>(&'a self, jobs: &'a [&'a Job]) -> BoxFuture<'a, HashMap<i64, ReadAhead>> {
         Box::pin(async move {
-            #[derive(Deserialize)]
-            struct Input {
-                message_id: Uuid,
-                #[serde(default)]
-                change: Option<String>,
-            }
+            let wanted: Vec<(i64, Uuid)> = jobs
+                .iter()
+                .filter_map(|job| Some((job.id, job.input::<Input>().ok()?.message_id)))
+                .collect();
+            let ids: Vec<Uuid> = wanted.iter().map(|&(_, message_id)| message_id).collect();
+            let read = match messages::for_delivery(&self.db, &ids).await {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::warn!(%error, "reading a run of deliveries ahead failed; each reads its own");
+                    return HashMap::new();
+                }
+            };
+            let by_message: HashMap<Uuid, messages::ForDelivery> =
+                read.into_iter().map(|r| (r.message.id, r)).collect();
+            wanted
+                .into_iter()
+                .filter_map(|(job, message_id)| {
+                    let read = by_message.get(&message_id)?.clone();
+                    Some((job, Box::new(read) as ReadAhead))
+                })
+                .collect()
+        })
+    }
+
+    fn run_read_ahead<'a>(
+        &'a self,
+        job: &'a Job,
+        ahead: Option<ReadAhead>,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
             let Input { message_id, change } = job.input()?;
+            let read = match ahead.and_then(|ahead| ahead.downcast::<messages::ForDelivery>().ok()) {
+                Some(read) => Some(*read),
+                None => messages::for_delivery(&self.db, &[message_id]).await?.pop(),
+            };
             let Some(messages::ForDelivery {
                 message: row,
                 channel,
                 credentials,
-            }) = messages::for_delivery(&self.db, message_id).await?
+            }) = read
             else {
                 return Ok(());
             };

@@ -9,6 +9,7 @@ mod completions;
 mod retry;
 mod worker;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,10 +84,30 @@ impl Job {
     }
 }
 
+/// What a handler read ahead for one job (see [`Handler::read_ahead`]).
+pub type ReadAhead = Box<dyn Any + Send + Sync>;
+
 /// Runs the jobs of one kind.
 pub trait Handler: Send + Sync + 'static {
     /// Performs the job once.
     fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>>;
+
+    /// Reads, in one go, what the jobs about to run in a row need, keyed by job id: a run of a
+    /// conversation's backlog then costs one read instead of one per job. Jobs left out (and
+    /// every job, by default) read for themselves.
+    fn read_ahead<'a>(&'a self, _jobs: &'a [&'a Job]) -> BoxFuture<'a, HashMap<i64, ReadAhead>> {
+        Box::pin(async { HashMap::new() })
+    }
+
+    /// [`run`](Self::run), with what [`read_ahead`](Self::read_ahead) read for the job, if
+    /// anything.
+    fn run_read_ahead<'a>(
+        &'a self,
+        job: &'a Job,
+        _ahead: Option<ReadAhead>,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        self.run(job)
+    }
 }
 
 /// Job kinds and their handlers.

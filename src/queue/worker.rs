@@ -1,6 +1,6 @@
 //! The claim → run → settle loop, its wake-up listener and its housekeeping.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::completions::Completions;
-use super::{Handler, Job, JobError, Registry, RetryPolicy};
+use super::{Handler, Job, JobError, ReadAhead, Registry, RetryPolicy};
 use crate::store::{self, jobs};
 
 /// Tuning of one process's workers.
@@ -203,21 +203,22 @@ const CHAIN_STEP: i64 = 16;
 /// them, and they run in order in this task. A backlog of one conversation then costs a claim
 /// per step of the chain instead of a claim per job.
 async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
-    let mut chain: VecDeque<(Job, Instant)> = VecDeque::from([(first, Instant::now())]);
+    let mut chain: VecDeque<(Job, Instant, Option<ReadAhead>)> =
+        VecDeque::from([(first, Instant::now(), None)]);
     let mut ran = 0;
-    while let Some((job, claimed)) = chain.pop_front() {
+    while let Some((job, claimed, ahead)) = chain.pop_front() {
         if claimed.elapsed() > worker.config.lease / 2 {
             // Slow predecessors used up half of this lease: let a fresh claim take it.
-            let rest = std::iter::once(job.id).chain(chain.drain(..).map(|(j, _)| j.id));
+            let rest = std::iter::once(job.id).chain(chain.drain(..).map(|(j, ..)| j.id));
             release_all(worker, rest.collect()).await;
             return;
         }
         let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-        let Some(outcome) = execute(worker, &job, claimed, hard_stop)
+        let Some(outcome) = execute(worker, &job, claimed, ahead, hard_stop)
             .instrument(span.clone())
             .await
         else {
-            release_all(worker, chain.drain(..).map(|(j, _)| j.id).collect()).await;
+            release_all(worker, chain.drain(..).map(|(j, ..)| j.id).collect()).await;
             return;
         };
         ran += 1;
@@ -233,7 +234,14 @@ async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
             let inserted = worker.inserted.load(Ordering::Relaxed);
             match jobs::claim_successors(&worker.db, &worker.id, key, job.id, CHAIN_STEP, lease).await {
                 Ok(next) if next.is_empty() => inserted_at_look = Some(inserted),
-                Ok(next) => chain.extend(next.into_iter().map(|j| (j, Instant::now()))),
+                Ok(next) => {
+                    let claimed = Instant::now();
+                    let mut ahead = read_ahead(worker, &next).await;
+                    chain.extend(next.into_iter().map(|j| {
+                        let ahead = ahead.remove(&j.id);
+                        (j, claimed, ahead)
+                    }));
+                }
                 Err(error) => tracing::warn!(%error, "claiming the jobs queued behind this one failed"),
             }
         }
@@ -251,7 +259,7 @@ async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
         .await;
         worker.settled.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {
-            release_all(worker, chain.drain(..).map(|(j, _)| j.id).collect()).await;
+            release_all(worker, chain.drain(..).map(|(j, ..)| j.id).collect()).await;
         }
         let nothing_behind =
             inserted_at_look.is_some_and(|seen| seen == worker.inserted.load(Ordering::Relaxed));
@@ -262,11 +270,35 @@ async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
     }
 }
 
+/// What the handlers of `jobs` read ahead for them, by job id. A failing read ahead only
+/// leaves its jobs to read for themselves.
+async fn read_ahead(worker: &Worker, jobs: &[Job]) -> HashMap<i64, ReadAhead> {
+    let mut kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut ahead = HashMap::new();
+    for kind in kinds {
+        let Some(handler) = worker.registry.get(kind) else {
+            continue;
+        };
+        let of_kind: Vec<&Job> = jobs.iter().filter(|j| j.kind == kind).collect();
+        match AssertUnwindSafe(handler.read_ahead(&of_kind))
+            .catch_unwind()
+            .await
+        {
+            Ok(read) => ahead.extend(read),
+            Err(_panic) => tracing::warn!(kind, "reading ahead panicked; the jobs read for themselves"),
+        }
+    }
+    ahead
+}
+
 /// Runs a job's handler within its lease; `None` when shutdown cut it off (it is released).
 async fn execute(
     worker: &Worker,
     job: &Job,
     claimed: Instant,
+    ahead: Option<ReadAhead>,
     hard_stop: &CancellationToken,
 ) -> Option<Result<(), JobError>> {
     let started = Instant::now();
@@ -278,7 +310,7 @@ async fn execute(
         Some(handler) => {
             // The run must end before the lease does, or another worker could start it too.
             let budget = worker.config.lease.mul_f64(0.8).saturating_sub(claimed.elapsed());
-            let run = AssertUnwindSafe(handler.run(job)).catch_unwind();
+            let run = AssertUnwindSafe(handler.run_read_ahead(job, ahead)).catch_unwind();
             tokio::select! {
                 result = tokio::time::timeout(budget, run) => match result {
                     Ok(Ok(outcome)) => outcome,

@@ -530,7 +530,7 @@ pub async fn settle_attempt(
 }
 
 /// What delivering a message needs, read in one round trip.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ForDelivery {
     /// The message.
     pub message: MessageRow,
@@ -540,79 +540,88 @@ pub struct ForDelivery {
     pub credentials: Option<Credentials>,
 }
 
-/// A message by id with its channel and the credentials of the channel's installation: a
-/// delivery's reads in one statement instead of one for the message and one for the token.
+/// Messages by id with their channels and the credentials of each channel's installation:
+/// what deliveries read, in one statement for a whole run of them (ids not found are left out).
 pub async fn for_delivery(
     db: impl sqlx::PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<ForDelivery>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"SELECT m.id, m.conversation_id, m.channel_id, m.direction AS "direction: Direction", m.sender_id,
-                  m.kind, m.body, m.status AS "status: MessageStatus", m.error_code, m.error_title,
-                  m.error_detail, m.sent_at,
-                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id) AS "has_files!",
+    ids: &[Uuid],
+) -> Result<Vec<ForDelivery>, sqlx::Error> {
+    let rows = sqlx::query!(
+        // One index lookup per id, whatever the plan cache holds: with `m.id = ANY($1)`, a
+        // plan made while `messages` was still small would scan the whole table ever after.
+        r#"SELECT m.id AS "id!", m.conversation_id AS "conversation_id!", m.channel_id AS "channel_id!",
+                  m.direction AS "direction!: Direction", m.sender_id AS "sender_id!",
+                  m.kind AS "kind!", m.body, m.status AS "status!: MessageStatus", m.error_code,
+                  m.error_title, m.error_detail, m.sent_at AS "sent_at!", m.has_files AS "has_files!",
                   ch.phone_number_id, ch.display_phone_number, ch.verified_name, ch.installation_id,
                   ch.company_id, ch.pipedrive_channel_id, ch.mode AS "mode: ChannelMode",
                   ch.created_at AS channel_created_at, ch.updated_at AS channel_updated_at,
                   i.id AS "credentials_id?", i.company_id AS "credentials_company_id?",
                   i.api_domain AS "api_domain?", i.access_token_enc, i.refresh_token_enc,
                   i.token_expires_at, i.status AS "installation_status?: InstallationStatus"
-           FROM messages m JOIN channels ch ON ch.id = m.channel_id
-                LEFT JOIN installations i ON i.id = ch.installation_id
-           WHERE m.id = $1"#,
-        id,
+           FROM unnest($1::uuid[]) AS wanted (id)
+                CROSS JOIN LATERAL (
+                    SELECT msg.*, EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = msg.id) AS has_files
+                    FROM messages msg WHERE msg.id = wanted.id LIMIT 1
+                ) m
+                JOIN channels ch ON ch.id = m.channel_id
+                LEFT JOIN installations i ON i.id = ch.installation_id"#,
+        ids,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(|r| {
-        let credentials = match (
-            r.credentials_id,
-            r.credentials_company_id,
-            r.api_domain,
-            r.installation_status,
-        ) {
-            (Some(id), Some(company_id), Some(api_domain), Some(status)) => Some(Credentials {
-                id,
-                company_id,
-                api_domain,
-                access_token_enc: r.access_token_enc,
-                refresh_token_enc: r.refresh_token_enc,
-                token_expires_at: r.token_expires_at,
-                status,
-            }),
-            _ => None,
-        };
-        let channel = Channel {
-            id: r.channel_id,
-            phone_number_id: r.phone_number_id,
-            display_phone_number: r.display_phone_number,
-            verified_name: r.verified_name,
-            installation_id: r.installation_id,
-            company_id: r.company_id,
-            pipedrive_channel_id: r.pipedrive_channel_id,
-            mode: r.mode,
-            created_at: r.channel_created_at,
-            updated_at: r.channel_updated_at,
-        };
-        let message = MessageRow {
-            id: r.id,
-            conversation_id: r.conversation_id,
-            channel_id: r.channel_id,
-            direction: r.direction,
-            sender_id: r.sender_id,
-            kind: r.kind,
-            body: r.body,
-            status: r.status,
-            error_code: r.error_code,
-            error_title: r.error_title,
-            error_detail: r.error_detail,
-            sent_at: r.sent_at,
-            has_files: r.has_files,
-        };
-        ForDelivery {
-            message,
-            channel,
-            credentials,
-        }
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let credentials = match (
+                r.credentials_id,
+                r.credentials_company_id,
+                r.api_domain,
+                r.installation_status,
+            ) {
+                (Some(id), Some(company_id), Some(api_domain), Some(status)) => Some(Credentials {
+                    id,
+                    company_id,
+                    api_domain,
+                    access_token_enc: r.access_token_enc,
+                    refresh_token_enc: r.refresh_token_enc,
+                    token_expires_at: r.token_expires_at,
+                    status,
+                }),
+                _ => None,
+            };
+            let channel = Channel {
+                id: r.channel_id,
+                phone_number_id: r.phone_number_id,
+                display_phone_number: r.display_phone_number,
+                verified_name: r.verified_name,
+                installation_id: r.installation_id,
+                company_id: r.company_id,
+                pipedrive_channel_id: r.pipedrive_channel_id,
+                mode: r.mode,
+                created_at: r.channel_created_at,
+                updated_at: r.channel_updated_at,
+            };
+            let message = MessageRow {
+                id: r.id,
+                conversation_id: r.conversation_id,
+                channel_id: r.channel_id,
+                direction: r.direction,
+                sender_id: r.sender_id,
+                kind: r.kind,
+                body: r.body,
+                status: r.status,
+                error_code: r.error_code,
+                error_title: r.error_title,
+                error_detail: r.error_detail,
+                sent_at: r.sent_at,
+                has_files: r.has_files,
+            };
+            ForDelivery {
+                message,
+                channel,
+                credentials,
+            }
+        })
+        .collect())
 }

@@ -1,12 +1,13 @@
 //! The durable job queue against real PostgreSQL: ordering, retries, dead letters, parking,
 //! crashed workers, competing processes and shutdown.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use pipedrive_whatsapp::queue::{self, Handler, Job, JobError, NewJob, Registry, WorkerConfig};
+use pipedrive_whatsapp::queue::{self, Handler, Job, JobError, NewJob, ReadAhead, Registry, WorkerConfig};
 use pipedrive_whatsapp::store;
 use serde_json::json;
 use sqlx::PgPool;
@@ -449,4 +450,70 @@ async fn a_failure_in_a_run_of_one_key_hands_back_the_jobs_behind_it_untouched()
         .unwrap();
     let expected: Vec<i32> = (0..12).map(|seq| if seq == 4 { 2 } else { 1 }).collect();
     assert_eq!(attempts, expected);
+}
+
+/// `(seq, what its run got read ahead)` of each job run.
+type ReadLog = Arc<Mutex<Vec<(i64, Option<i64>)>>>;
+
+/// A [`Recorder`] that reads each job's `seq` ahead and notes what each run got.
+struct ReadsAhead {
+    recorder: Recorder,
+    got: ReadLog,
+}
+
+impl Handler for ReadsAhead {
+    fn run<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<(), JobError>> {
+        self.run_read_ahead(job, None)
+    }
+
+    fn read_ahead<'a>(&'a self, jobs: &'a [&'a Job]) -> BoxFuture<'a, HashMap<i64, ReadAhead>> {
+        Box::pin(async move {
+            jobs.iter()
+                .map(|job| {
+                    (
+                        job.id,
+                        Box::new(job.payload["seq"].as_i64().unwrap()) as ReadAhead,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn run_read_ahead<'a>(
+        &'a self,
+        job: &'a Job,
+        ahead: Option<ReadAhead>,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        let seq = job.payload["seq"].as_i64().unwrap();
+        let read = ahead.map(|ahead| *ahead.downcast::<i64>().unwrap());
+        self.got.lock().unwrap().push((seq, read));
+        self.recorder.run(job)
+    }
+}
+
+#[tokio::test]
+async fn jobs_run_in_a_row_get_what_was_read_ahead_for_them() {
+    // The head of a key is claimed alone; the jobs behind it are claimed together when it
+    // succeeds, read ahead in one go, and each gets its own read.
+    let db = migrated_db().await;
+    enqueue_ordered(&db, 1, 12).await;
+    let log: Log = Arc::default();
+    let got: ReadLog = Arc::default();
+    let mut registry = Registry::new();
+    registry.register(
+        "record",
+        ReadsAhead {
+            recorder: Recorder(log.clone()),
+            got: Arc::clone(&got),
+        },
+    );
+    let workers = Workers::start(&db, registry, fast_workers());
+    wait_for(&db, "done", 12).await;
+    workers.stop().await;
+    assert_in_order_and_once(&log.lock().unwrap(), 1, 12);
+    let got = got.lock().unwrap();
+    assert_eq!(got[0], (0, None), "the head reads for itself");
+    for &(seq, read) in &got[1..] {
+        assert_eq!(read, Some(seq), "job {seq} got its own read ahead");
+    }
 }
