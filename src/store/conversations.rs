@@ -4,7 +4,37 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::contacts::Identity;
 use super::messages::{Direction, MessageRow, MessageStatus};
+
+/// Creates a contact for `who` together with their conversation on `channel_id` (first
+/// activity at `at`), in one statement; `None` when a contact with one of `who`'s identifiers
+/// exists already (nothing is then created: look them up the usual way).
+pub async fn create_with_contact(
+    conn: &mut PgConnection,
+    who: &Identity<'_>,
+    channel_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    let created = sqlx::query!(
+        r#"WITH contact AS (
+               INSERT INTO contacts (id, wa_id, bsuid, profile_name) VALUES ($1, $2, $3, NULLIF($4, ''))
+               ON CONFLICT DO NOTHING RETURNING id)
+           INSERT INTO conversations (id, channel_id, contact_id, last_message_at)
+           SELECT $5, $6, contact.id, $7 FROM contact
+           RETURNING contact_id, id"#,
+        Uuid::now_v7(),
+        who.wa_id,
+        who.bsuid,
+        who.profile_name,
+        Uuid::now_v7(),
+        channel_id,
+        at,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(created.map(|row| (row.contact_id, row.id)))
+}
 
 /// The conversation of `contact` on `channel`, created if new (with its first activity at `at`).
 pub async fn upsert(

@@ -3,7 +3,7 @@
 //! of a few hundred text messages then costs a handful of statements instead of a few per
 //! message, plus a few for each customer it meets for the first time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -49,6 +49,8 @@ pub struct Customer {
 pub struct Batch {
     channels: HashMap<String, Option<Channel>>,
     customers: HashMap<CustomerKey, Customer>,
+    /// Identities the prefetch found no contact for.
+    unknown: HashSet<CustomerKey>,
     deferred: Vec<Received>,
 }
 
@@ -113,11 +115,13 @@ impl Batch {
         let channel_ids: Vec<Uuid> = keys.iter().map(|k| k.channel_id).collect();
         let wa_ids: Vec<Option<String>> = keys.iter().map(|k| k.wa_id.clone()).collect();
         let bsuids: Vec<Option<String>> = keys.iter().map(|k| k.bsuid.clone()).collect();
+        let mut unknown: Vec<bool> = vec![true; keys.len()];
         for found in contacts::find_many(conn, &channel_ids, &wa_ids, &bsuids).await? {
-            let (Some(key), Some(conversation_id)) = (
-                usize::try_from(found.n - 1).ok().and_then(|i| keys.get(i)),
-                found.conversation_id,
-            ) else {
+            let Some(i) = usize::try_from(found.n - 1).ok().filter(|&i| i < keys.len()) else {
+                continue;
+            };
+            unknown[i] = false;
+            let (key, Some(conversation_id)) = (&keys[i], found.conversation_id) else {
                 continue;
             };
             self.customers.insert(
@@ -131,7 +135,19 @@ impl Batch {
                 },
             );
         }
+        self.unknown.extend(
+            keys.into_iter()
+                .zip(unknown)
+                .filter_map(|(key, unknown)| unknown.then_some(key)),
+        );
         Ok(())
+    }
+
+    /// Whether the prefetch found no contact for `who`, and none was remembered since. Another
+    /// identity of the same person may have been stored meanwhile, so creating them can still
+    /// meet a conflict.
+    pub fn unknown(&self, channel_id: Uuid, who: &Identity<'_>) -> bool {
+        self.unknown.contains(&CustomerKey::new(channel_id, who))
     }
 
     /// The customer `who` names on `channel_id`, when known to have a conversation there and
@@ -156,6 +172,7 @@ impl Batch {
         conversation_id: Uuid,
     ) {
         let key = CustomerKey::new(channel_id, who);
+        self.unknown.remove(&key);
         let before = self.customers.remove(&key);
         let before = before.as_ref();
         let customer = Customer {
@@ -199,6 +216,7 @@ impl Batch {
     /// have been rolled back with it).
     pub fn forget(&mut self) {
         self.customers.clear();
+        self.unknown.clear();
         self.deferred.clear();
     }
 }
