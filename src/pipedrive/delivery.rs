@@ -106,6 +106,9 @@ impl Handler for Deliver {
     }
 
     /// The messages of a run of deliveries, with their channels and tokens, in one statement.
+    /// A change that lands after the read queues a delivery of its own behind this run, which
+    /// posts the newer state. A token refreshed meanwhile is picked up by the client, at worst
+    /// after one refused call.
     fn read_ahead<'a>(&'a self, jobs: &'a [&'a Job]) -> BoxFuture<'a, HashMap<i64, ReadAhead>> {
         Box::pin(async move {
             let wanted: Vec<(i64, Uuid)> = jobs

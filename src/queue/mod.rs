@@ -94,7 +94,8 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Reads, in one go, what the jobs about to run in a row need, keyed by job id: a run of a
     /// conversation's backlog then costs one read instead of one per job. Jobs left out (and
-    /// every job, by default) read for themselves.
+    /// every job, by default) read for themselves. A job may run a while after the read (its
+    /// predecessors in the run go first), so what is read must stay usable if slightly old.
     fn read_ahead<'a>(&'a self, _jobs: &'a [&'a Job]) -> BoxFuture<'a, HashMap<i64, ReadAhead>> {
         Box::pin(async { HashMap::new() })
     }

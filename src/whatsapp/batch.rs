@@ -1,7 +1,7 @@
 //! What the ingest loop carries from one notification to the next of a batch: the channels and
 //! customers already looked up, and the plain messages waiting to be stored together. A batch
 //! of a few hundred text messages then costs a handful of statements instead of a few per
-//! message, plus a few for each customer it meets for the first time.
+//! message, plus one for each customer it meets for the first time.
 
 use std::collections::{HashMap, HashSet};
 
