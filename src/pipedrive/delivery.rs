@@ -46,15 +46,22 @@ pub async fn enqueue(
     conversation_id: Uuid,
     change: &str,
 ) -> Result<(), sqlx::Error> {
-    queue::enqueue(conn, job(message_id, conversation_id, change)).await?;
+    let job = job(message_id, conversation_id, change).dedup(format!("deliver:{message_id}:{change}"));
+    queue::enqueue(conn, job).await?;
     Ok(())
 }
 
-/// The job [`enqueue`] queues, for callers that insert it together with their own rows.
-pub fn job(message_id: Uuid, conversation_id: Uuid, change: &str) -> NewJob {
+/// The delivery of a message just stored, for callers that insert it together with the message
+/// (`messages::insert_received` queues it only when the message row is new). It needs no dedup
+/// key: the message's uniqueness (channel, wamid) already makes it the only one, and a key is
+/// an index entry written again on every claim and settle of the job.
+pub fn first(message_id: Uuid, conversation_id: Uuid) -> NewJob {
+    job(message_id, conversation_id, "new")
+}
+
+fn job(message_id: Uuid, conversation_id: Uuid, change: &str) -> NewJob {
     NewJob::new(KIND, &json!({"message_id": message_id, "change": change}))
         .ordered_by(format!("conversation:{conversation_id}"))
-        .dedup(format!("deliver:{message_id}:{change}"))
 }
 
 /// True when `change` is a status the message has since moved past. Every status change queues

@@ -79,7 +79,7 @@ pub async fn enqueue(conn: &mut PgConnection, job: NewJob) -> Result<Option<i64>
     sqlx::query_scalar!(
         r#"INSERT INTO jobs (kind, payload, ordering_key, dedup_key, run_at)
            VALUES ($1, $2, $3, $4, COALESCE($5, now()))
-           ON CONFLICT (dedup_key) DO NOTHING
+           ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
            RETURNING id"#,
         job.kind,
         job.payload,

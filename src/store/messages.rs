@@ -216,7 +216,7 @@ pub async fn insert_received(
                SELECT i.job_kind, i.job_payload, i.job_ordering_key, i.job_dedup_key, now()
                FROM input i JOIN stored s ON s.id = i.id
                ORDER BY i.n
-               ON CONFLICT (dedup_key) DO NOTHING)
+               ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING)
            SELECT id AS "id!" FROM stored"#,
         &ids,
         &conversation_ids,

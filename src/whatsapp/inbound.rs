@@ -251,7 +251,7 @@ async fn store_message(
             reply_to_wamid: render::reply_wamid(item).map(str::to_string),
             sent_at: head.timestamp,
             from_customer: direction == Direction::Inbound && head.kind != "system",
-            delivery: delivery::job(id, conversation_id, "new"),
+            delivery: delivery::first(id, conversation_id),
         }
     };
 
