@@ -398,7 +398,9 @@ pub async fn unpark(db: impl PgExecutor<'_>, parked_on: &str) -> Result<u64, sql
 }
 
 /// Releases some jobs (or every job) a stopping worker still holds, without charging an
-/// attempt.
+/// attempt. Unlike the fetches by id, this tests `state = 'running'` plainly: releasing all of
+/// a worker's jobs has no ids, and the partial index of running jobs is then its way in (behind
+/// a `CASE` it would read the whole table, finished jobs included).
 pub async fn release(db: impl PgExecutor<'_>, worker: &str, ids: Option<&[i64]>) -> Result<u64, sqlx::Error> {
     let updated = sqlx::query!(
         r#"UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
