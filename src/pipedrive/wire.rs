@@ -2,7 +2,7 @@
 //! attachment), built from stored rows. Shared by the provider endpoints and by deliveries, so
 //! Pipedrive sees a message the same way whichever path brought it.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,7 +19,16 @@ pub const REPLY_WINDOW: Duration = Duration::hours(24);
 
 /// A time as the contract writes it: UTC, `YYYY-MM-DD HH:MM`.
 pub fn timestamp(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M").to_string()
+    // Written field by field: a page of 30 × 30 messages formats 1,800 times, and parsing a
+    // `strftime` pattern each time cost more than the rest of the rendering of those fields.
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
 }
 
 /// A message.
@@ -231,6 +240,10 @@ mod tests {
     fn timestamps_use_the_contract_format() {
         let at = DateTime::from_timestamp(1_763_800_000, 0).unwrap();
         assert_eq!(timestamp(at), "2025-11-22 08:26");
+        let padded = DateTime::from_timestamp(1_767_330_245, 0).unwrap();
+        assert_eq!(timestamp(padded), "2026-01-02 05:04");
+        let late = DateTime::from_timestamp(253_402_300_799, 0).unwrap();
+        assert_eq!(timestamp(late), "9999-12-31 23:59");
     }
 
     #[test]
