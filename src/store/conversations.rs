@@ -4,36 +4,67 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::contacts::Identity;
 use super::messages::{Direction, MessageRow, MessageStatus};
 
-/// Creates a contact for `who` together with their conversation on `channel_id` (first
-/// activity at `at`), in one statement; `None` when a contact with one of `who`'s identifiers
-/// exists already (nothing is then created: look them up the usual way).
-pub async fn create_with_contact(
+/// A customer first met in an ingest batch: their contact and their conversation on a channel.
+#[derive(Debug, Clone)]
+pub struct NewCustomer {
+    /// The contact's id.
+    pub contact_id: Uuid,
+    /// The conversation's id.
+    pub conversation_id: Uuid,
+    /// The channel they wrote to (or, for echoes, were written from).
+    pub channel_id: Uuid,
+    /// Phone number digits.
+    pub wa_id: Option<String>,
+    /// Business-scoped user id.
+    pub bsuid: Option<String>,
+    /// Profile name, when the webhook carried one.
+    pub profile_name: Option<String>,
+    /// The conversation's first activity.
+    pub at: DateTime<Utc>,
+}
+
+/// Creates contacts together with their conversations, in one statement (customers sharing a
+/// contact id are one contact, stored as the first of them names it). Fails with a unique
+/// violation when one of their identifiers is stored already, or held by two contacts among
+/// them: nothing is then created, and the caller looks those customers up instead of splitting
+/// one in two.
+pub async fn create_with_contacts(
     conn: &mut PgConnection,
-    who: &Identity<'_>,
-    channel_id: Uuid,
-    at: DateTime<Utc>,
-) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
-    let created = sqlx::query!(
-        r#"WITH contact AS (
-               INSERT INTO contacts (id, wa_id, bsuid, profile_name) VALUES ($1, $2, $3, NULLIF($4, ''))
-               ON CONFLICT DO NOTHING RETURNING id)
+    customers: &[NewCustomer],
+) -> Result<(), sqlx::Error> {
+    let column = |f: fn(&NewCustomer) -> Option<String>| customers.iter().map(f).collect::<Vec<_>>();
+    let contact_ids: Vec<Uuid> = customers.iter().map(|c| c.contact_id).collect();
+    let conversation_ids: Vec<Uuid> = customers.iter().map(|c| c.conversation_id).collect();
+    let channel_ids: Vec<Uuid> = customers.iter().map(|c| c.channel_id).collect();
+    let ats: Vec<DateTime<Utc>> = customers.iter().map(|c| c.at).collect();
+    sqlx::query!(
+        r#"WITH input AS (
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[],
+                                    $7::timestamptz[])
+                   WITH ORDINALITY AS i(contact_id, wa_id, bsuid, profile_name, conversation_id, channel_id,
+                                        at, n)),
+           contact AS (
+               INSERT INTO contacts (id, wa_id, bsuid, profile_name)
+               SELECT DISTINCT ON (contact_id) contact_id, wa_id, bsuid, NULLIF(profile_name, '')
+               FROM input ORDER BY contact_id, n
+               RETURNING id)
            INSERT INTO conversations (id, channel_id, contact_id, last_message_at)
-           SELECT $5, $6, contact.id, $7 FROM contact
-           RETURNING contact_id, id"#,
-        Uuid::now_v7(),
-        who.wa_id,
-        who.bsuid,
-        who.profile_name,
-        Uuid::now_v7(),
-        channel_id,
-        at,
+           SELECT i.conversation_id, i.channel_id, i.contact_id, i.at
+           FROM input i JOIN contact c ON c.id = i.contact_id
+           ORDER BY i.n"#,
+        &contact_ids,
+        &column(|c| c.wa_id.clone()) as &[Option<String>],
+        &column(|c| c.bsuid.clone()) as &[Option<String>],
+        &column(|c| c.profile_name.clone()) as &[Option<String>],
+        &conversation_ids,
+        &channel_ids,
+        &ats,
     )
-    .fetch_optional(conn)
+    .execute(conn)
     .await?;
-    Ok(created.map(|row| (row.contact_id, row.id)))
+    Ok(())
 }
 
 /// The conversation of `contact` on `channel`, created if new (with its first activity at `at`).

@@ -1,10 +1,11 @@
 //! What the ingest loop carries from one notification to the next of a batch: the channels and
 //! customers already looked up, and the plain messages waiting to be stored together. A batch
-//! of a few hundred text messages then costs a handful of statements instead of a few per
-//! message, plus one for each customer it meets for the first time.
+//! of a few hundred text messages, new customers among them, then costs a handful of statements
+//! instead of a few per message.
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use super::payload::Notification;
 use crate::store::channels::{self, Channel};
 use crate::store::contacts::{self, Identity};
+use crate::store::conversations::{self, NewCustomer};
 use crate::store::messages::{self, Received};
 
 /// A customer as one identity of one channel names them.
@@ -51,6 +53,8 @@ pub struct Batch {
     customers: HashMap<CustomerKey, Customer>,
     /// Identities the prefetch found no contact for.
     unknown: HashSet<CustomerKey>,
+    /// Customers given ids in this batch, stored at the next flush.
+    created: Vec<NewCustomer>,
     deferred: Vec<Received>,
 }
 
@@ -163,6 +167,32 @@ impl Batch {
         (same_name && complete).then_some(customer)
     }
 
+    /// Contact and conversation ids for `who`, whom the prefetch did not find, on `channel_id`
+    /// (first activity at `at`). They are stored at the next [`flush`](Self::flush), with the
+    /// batch's other new customers in one statement: a burst of new customers cost a statement
+    /// each. Should one of `who`'s identifiers have been stored meanwhile, that flush fails and
+    /// the batch is processed again event by event, which looks them up.
+    pub fn create(&mut self, channel_id: Uuid, who: &Identity<'_>, at: DateTime<Utc>) -> (Uuid, Uuid) {
+        // Someone new writing to two of our numbers in one batch is one contact.
+        let contact_id = self
+            .created
+            .iter()
+            .find(|c| c.wa_id.as_deref() == who.wa_id && c.bsuid.as_deref() == who.bsuid)
+            .map_or_else(Uuid::now_v7, |c| c.contact_id);
+        let conversation_id = Uuid::now_v7();
+        self.created.push(NewCustomer {
+            contact_id,
+            conversation_id,
+            channel_id,
+            wa_id: who.wa_id.map(str::to_string),
+            bsuid: who.bsuid.map(str::to_string),
+            profile_name: who.profile_name.map(str::to_string),
+            at,
+        });
+        self.remember(channel_id, who, contact_id, conversation_id);
+        (contact_id, conversation_id)
+    }
+
     /// Remembers a customer just found or created (and refreshed) the slow way.
     pub fn remember(
         &mut self,
@@ -194,9 +224,14 @@ impl Batch {
         self.deferred.push(received);
     }
 
-    /// Stores the deferred messages in one statement, before anything that could depend on
-    /// them; returns the ids of those stored (the others were duplicates).
+    /// Stores the new customers, then the deferred messages, each in one statement, before
+    /// anything that could depend on them; returns the ids of the messages stored (the others
+    /// were duplicates).
     pub async fn flush(&mut self, conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
+        if !self.created.is_empty() {
+            conversations::create_with_contacts(&mut *conn, &self.created).await?;
+            self.created.clear();
+        }
         if self.deferred.is_empty() {
             return Ok(Vec::new());
         }
@@ -217,6 +252,7 @@ impl Batch {
     pub fn forget(&mut self) {
         self.customers.clear();
         self.unknown.clear();
+        self.created.clear();
         self.deferred.clear();
     }
 }

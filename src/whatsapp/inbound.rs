@@ -178,14 +178,11 @@ async fn customer_of(
     who: &contacts::Identity<'_>,
     at: DateTime<Utc>,
 ) -> Result<(Uuid, Uuid), sqlx::Error> {
-    // Someone the batch's prefetch did not find: one statement creates them, where looking
-    // them up again and creating contact and conversation one by one took five.
-    if batch.unknown(channel_id, who)
-        && let Some((contact_id, conversation_id)) =
-            conversations::create_with_contact(conn, who, channel_id, at).await?
-    {
-        batch.remember(channel_id, who, contact_id, conversation_id);
-        return Ok((contact_id, conversation_id));
+    // Someone the batch's prefetch did not find is stored with the batch's other new customers,
+    // where looking them up again and creating contact and conversation one by one took five
+    // statements each.
+    if batch.unknown(channel_id, who) {
+        return Ok(batch.create(channel_id, who, at));
     }
     let (contact_id, conversation_id) = match contacts::find_refreshed(conn, who, Some(channel_id)).await? {
         Some(Known {

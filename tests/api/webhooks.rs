@@ -285,6 +285,37 @@ async fn every_entry_change_and_message_of_a_batch_is_processed() {
 }
 
 #[tokio::test]
+async fn a_new_customer_known_by_two_identifiers_in_one_batch_is_one_contact() {
+    let app = spawn_app().await;
+    let mut with_bsuid = text_message("wamid.ID2", CUSTOMER, 2, "two");
+    with_bsuid["from_user_id"] = json!("BR.1234567890");
+    let hook = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.ID1", CUSTOMER, 1, "one"), with_bsuid],
+    );
+    assert_eq!(app.post_webhook(&hook).await.status(), 200);
+    assert_eq!(processed(&app.db).await, [("processed".to_string(), None)]);
+    let contacts: Vec<(Option<String>, Option<String>)> = sqlx::query_as("SELECT wa_id, bsuid FROM contacts")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        contacts,
+        [(Some(CUSTOMER.to_string()), Some("BR.1234567890".to_string()))]
+    );
+    let (conversations, messages): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM conversations), (SELECT count(DISTINCT conversation_id) FROM messages)",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((conversations, messages), (1, 1));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_webhook_for_an_unknown_number_is_acknowledged_and_parked() {
     let app = spawn_app().await;
     let hook = inbound_webhook(
