@@ -51,7 +51,15 @@ impl Completions {
 
 async fn write(db: &PgPool, worker: &str, group: Vec<Request>) {
     let ids: Vec<i64> = group.iter().map(|(id, _)| *id).collect();
-    match jobs::complete_many(db, &ids, worker).await {
+    // A lone job takes the single-id statement: PostgreSQL plans the array form anew at every
+    // call (its generic plan assumes ten ids), which cost as much as running it.
+    let done = match ids[..] {
+        [id] => jobs::complete(db, id, worker)
+            .await
+            .map(|done| if done { vec![id] } else { Vec::new() }),
+        _ => jobs::complete_many(db, &ids, worker).await,
+    };
+    match done {
         Ok(done) => {
             let done: HashSet<i64> = done.into_iter().collect();
             for (id, reply) in group {

@@ -291,7 +291,7 @@ pub async fn complete(db: impl PgExecutor<'_>, id: i64, worker: &str) -> Result<
     let done = sqlx::query!(
         r#"UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
                   finished_at = now(), updated_at = now()
-           WHERE id = $1 AND locked_by = $2 AND state = 'running'"#,
+           WHERE id = $1 AND locked_by = $2 AND CASE state WHEN 'running' THEN true ELSE false END"#,
         id,
         worker,
     )
