@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::channels::{Channel, ChannelMode};
 use super::messages::{Direction, MessageRow, MessageStatus};
 
 /// A customer first met in an ingest batch: their contact and their conversation on a channel.
@@ -184,27 +185,36 @@ pub async fn find_on_channel(
     .await
 }
 
-/// One conversation of a channel with its messages strictly older than `(at, before)`, newest
-/// first, at most `limit`: getConversationById in one round trip instead of two.
+/// The channel of `phone_number_id` with, when it has conversation `id`, that conversation
+/// and up to `limit` of its messages sent before `(at, before)`, newest first; `None` when no
+/// channel has that number. One statement, where reading the channel first took a round trip
+/// of its own on every getConversationById.
 pub async fn with_page(
     db: impl sqlx::PgExecutor<'_>,
-    channel_id: Uuid,
+    phone_number_id: &str,
     id: Uuid,
     at: DateTime<Utc>,
     before: Uuid,
     limit: i64,
-) -> Result<Option<(ConversationRow, Vec<MessageRow>)>, sqlx::Error> {
-    // The conversation's columns come with every message row; a conversation without messages
-    // (before `at`) is one row whose message columns are all null.
+) -> Result<Option<(Channel, Option<(ConversationRow, Vec<MessageRow>)>)>, sqlx::Error> {
+    // The channel's and the conversation's columns come with every message row; a conversation
+    // without messages (before `at`) is one row whose message columns are all null, and so is
+    // a channel without that conversation, whose conversation columns are null too.
     let rows = sqlx::query!(
-        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
-                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name,
+        r#"SELECT ch.id AS channel_id, ch.phone_number_id, ch.display_phone_number, ch.verified_name,
+                  ch.installation_id, ch.company_id, ch.pipedrive_channel_id, ch.mode AS "mode: ChannelMode",
+                  ch.created_at AS channel_created_at, ch.updated_at AS channel_updated_at,
+                  c.id AS "id?", c.status AS "status?", c.seen AS "seen?", c.last_inbound_at,
+                  c.last_message_at AS "last_message_at?", c.contact_id AS "contact_id?",
+                  ct.wa_id, ct.bsuid, ct.profile_name,
                   m.id AS "message_id?", m.direction AS "direction?: Direction",
                   m.sender_id AS "sender_id?", m.kind AS "kind?", m.body AS "body?",
                   m.status AS "message_status?: MessageStatus", m.error_code AS "error_code?",
                   m.error_title AS "error_title?", m.error_detail AS "error_detail?",
                   m.sent_at AS "sent_at?", m.has_files AS "has_files?"
-           FROM conversations c JOIN contacts ct ON ct.id = c.contact_id
+           FROM channels ch
+           LEFT JOIN (conversations c JOIN contacts ct ON ct.id = c.contact_id)
+                  ON c.channel_id = ch.id AND c.id = $2
            LEFT JOIN LATERAL (
                SELECT id, direction, sender_id, kind, body, status, error_code, error_title,
                       error_detail, sent_at,
@@ -213,9 +223,9 @@ pub async fn with_page(
                WHERE conversation_id = c.id AND (sent_at, id) < ($3, $4)
                ORDER BY sent_at DESC, id DESC
                LIMIT $5) m ON true
-           WHERE c.channel_id = $1 AND c.id = $2
+           WHERE ch.phone_number_id = $1
            ORDER BY m.sent_at DESC, m.id DESC"#,
-        channel_id,
+        phone_number_id,
         id,
         at,
         before,
@@ -226,24 +236,45 @@ pub async fn with_page(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let conversation = ConversationRow {
-        id: first.id,
-        channel_id: first.channel_id,
-        status: first.status.clone(),
-        seen: first.seen,
-        last_inbound_at: first.last_inbound_at,
-        last_message_at: first.last_message_at,
-        contact_id: first.contact_id,
-        wa_id: first.wa_id.clone(),
-        bsuid: first.bsuid.clone(),
-        profile_name: first.profile_name.clone(),
+    let channel = Channel {
+        id: first.channel_id,
+        phone_number_id: first.phone_number_id.clone(),
+        display_phone_number: first.display_phone_number.clone(),
+        verified_name: first.verified_name.clone(),
+        installation_id: first.installation_id,
+        company_id: first.company_id,
+        pipedrive_channel_id: first.pipedrive_channel_id.clone(),
+        mode: first.mode,
+        created_at: first.channel_created_at,
+        updated_at: first.channel_updated_at,
+    };
+    let conversation = match (
+        first.id,
+        &first.status,
+        first.seen,
+        first.last_message_at,
+        first.contact_id,
+    ) {
+        (Some(id), Some(status), Some(seen), Some(last_message_at), Some(contact_id)) => ConversationRow {
+            id,
+            channel_id: first.channel_id,
+            status: status.clone(),
+            seen,
+            last_inbound_at: first.last_inbound_at,
+            last_message_at,
+            contact_id,
+            wa_id: first.wa_id.clone(),
+            bsuid: first.bsuid.clone(),
+            profile_name: first.profile_name.clone(),
+        },
+        _ => return Ok(Some((channel, None))),
     };
     let messages = rows
         .into_iter()
         .filter_map(|r| {
             Some(MessageRow {
                 id: r.message_id?,
-                conversation_id: r.id,
+                conversation_id: conversation.id,
                 channel_id: r.channel_id,
                 direction: r.direction?,
                 sender_id: r.sender_id?,
@@ -258,7 +289,7 @@ pub async fn with_page(
             })
         })
         .collect();
-    Ok(Some((conversation, messages)))
+    Ok(Some((channel, Some((conversation, messages)))))
 }
 
 /// Whether `contact_id` has a conversation on `channel_id`.

@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Success, active_channel};
+use super::{Success, active_channel, unknown_channel};
 use crate::http::error::ApiError;
 use crate::pipedrive::cursor::{self, Cursor, Kind};
 use crate::pipedrive::wire::{self, Links};
 use crate::state::AppState;
-use crate::store::channels::Channel;
+use crate::store::channels::{Channel, ChannelMode};
 use crate::store::conversations::{self, ConversationRow};
 use crate::store::{attachments, contacts, messages};
 
@@ -179,24 +179,26 @@ pub fn conversations_page(
 /// `getConversationById`: the conversation with the page of messages before `after`.
 pub async fn conversation(
     State(state): State<AppState>,
-    Path((channel, conversation)): Path<(String, String)>,
+    Path((provider_channel_id, conversation)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Success<wire::Conversation>>, ApiError> {
-    let channel = active_channel(&state, &channel).await?;
     let conversation_id = parse_id(&conversation, "conversation")?;
     let params = Params::parse(query);
     let limit = params.limit("messages_limit")?;
     let after = params.cursor(Kind::Messages, conversation_id)?;
-    let (row, page) = conversations::with_page(
+    let (channel, found) = conversations::with_page(
         &state.db,
-        channel.id,
+        &provider_channel_id,
         conversation_id,
         after.at,
         after.id,
         limit + 1,
     )
     .await?
-    .ok_or_else(|| ApiError::NotFound(format!("Unknown conversation {conversation}")))?;
+    .filter(|(channel, _)| channel.mode != ChannelMode::Disabled)
+    .ok_or_else(|| unknown_channel(&provider_channel_id))?;
+    let (row, page) =
+        found.ok_or_else(|| ApiError::NotFound(format!("Unknown conversation {conversation}")))?;
     let files = attachments::of_rows(&state.db, &page).await?;
     Ok(conversation_page(
         links(&state),
