@@ -76,15 +76,21 @@ impl<T> Success<T> {
 
 /// The channel of a `:providerChannelId`; unknown and disabled channels are 404.
 pub async fn active_channel(state: &AppState, provider_channel_id: &str) -> Result<Channel, ApiError> {
-    match channels::find_by_phone_number_id(&state.db, provider_channel_id).await? {
-        Some(channel) if channel.mode != ChannelMode::Disabled => Ok(channel),
-        _ => Err(unknown_channel(provider_channel_id)),
-    }
+    active(
+        channels::find_by_phone_number_id(&state.db, provider_channel_id).await?,
+        provider_channel_id,
+    )
 }
 
-/// The 404 of a `:providerChannelId` that is not ours or is disabled.
-pub fn unknown_channel(provider_channel_id: &str) -> ApiError {
-    ApiError::NotFound(format!("Unknown channel {provider_channel_id}"))
+/// The channel found for a `:providerChannelId`, if it may be served: a 404 when there is none
+/// or it is disabled.
+pub fn active(channel: Option<Channel>, provider_channel_id: &str) -> Result<Channel, ApiError> {
+    match channel {
+        Some(channel) if channel.mode != ChannelMode::Disabled => Ok(channel),
+        _ => Err(ApiError::NotFound(format!(
+            "Unknown channel {provider_channel_id}"
+        ))),
+    }
 }
 
 /// `getTemplates`: the business account's approved templates.

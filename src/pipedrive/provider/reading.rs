@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Success, active_channel, unknown_channel};
+use super::{Success, active, active_channel};
 use crate::http::error::ApiError;
 use crate::pipedrive::cursor::{self, Cursor, Kind};
 use crate::pipedrive::wire::{self, Links};
 use crate::state::AppState;
-use crate::store::channels::{Channel, ChannelMode};
+use crate::store::channels::Channel;
 use crate::store::conversations::{self, ConversationRow};
 use crate::store::{attachments, contacts, messages};
 
@@ -195,10 +195,11 @@ pub async fn conversation(
         limit + 1,
     )
     .await?
-    .filter(|(channel, _)| channel.mode != ChannelMode::Disabled)
-    .ok_or_else(|| unknown_channel(&provider_channel_id))?;
-    let (row, page) =
-        found.ok_or_else(|| ApiError::NotFound(format!("Unknown conversation {conversation}")))?;
+    .unzip();
+    let channel = active(channel, &provider_channel_id)?;
+    let (row, page) = found
+        .flatten()
+        .ok_or_else(|| ApiError::NotFound(format!("Unknown conversation {conversation}")))?;
     let files = attachments::of_rows(&state.db, &page).await?;
     Ok(conversation_page(
         links(&state),
