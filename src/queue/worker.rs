@@ -560,7 +560,8 @@ async fn housekeeping(worker: Arc<Worker>, shutdown: CancellationToken) {
         }
         if last_purge.elapsed() > Duration::from_secs(3600) {
             last_purge = Instant::now();
-            // Finished jobs are kept a week for inspection, then dropped.
+            // Finished jobs with a dedup key (the others are deleted when they succeed) hold
+            // back a second job with that key for a week, then go.
             if let Err(error) = jobs::purge_done(&worker.db, 7.0 * 86_400.0).await {
                 tracing::debug!(%error, "purging finished jobs failed");
             }

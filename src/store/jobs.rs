@@ -286,32 +286,51 @@ pub async fn make_due(db: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Marks a job done, if this worker still holds its lease.
+/// Marks a job done, if this worker still holds its lease. A job without a dedup key is
+/// deleted instead: nothing reads a finished job but the dedup check, and marking it done wrote
+/// a new row version with its payload and an index entry, which a vacuum then had to remove.
 pub async fn complete(db: impl PgExecutor<'_>, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query!(
-        r#"UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
-                  finished_at = now(), updated_at = now()
-           WHERE id = $1 AND locked_by = $2 AND CASE state WHEN 'running' THEN true ELSE false END"#,
+    let done = sqlx::query_scalar!(
+        r#"WITH gone AS (
+               DELETE FROM jobs
+               WHERE id = $1 AND locked_by = $2
+                 AND CASE state WHEN 'running' THEN dedup_key IS NULL ELSE false END
+               RETURNING id),
+           kept AS (
+               UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
+                      finished_at = now(), updated_at = now()
+               WHERE id = $1 AND locked_by = $2
+                 AND CASE state WHEN 'running' THEN dedup_key IS NOT NULL ELSE false END
+               RETURNING id)
+           SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept) AS "done!""#,
         id,
         worker,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
-/// Marks the jobs among `ids` that `worker` still holds done; returns their ids.
+/// Marks the jobs among `ids` that `worker` still holds done (deleting those without a dedup
+/// key, as [`complete`] does); returns their ids.
 pub async fn complete_many(
     db: impl PgExecutor<'_>,
     ids: &[i64],
     worker: &str,
 ) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
-                  finished_at = now(), updated_at = now()
-           WHERE jobs.id = ANY ($1) AND jobs.locked_by = $2
-             AND CASE jobs.state WHEN 'running' THEN true ELSE false END
-           RETURNING jobs.id"#,
+        r#"WITH gone AS (
+               DELETE FROM jobs
+               WHERE id = ANY ($1) AND locked_by = $2
+                 AND CASE state WHEN 'running' THEN dedup_key IS NULL ELSE false END
+               RETURNING id),
+           kept AS (
+               UPDATE jobs SET state = 'done', locked_by = NULL, locked_until = NULL, last_error = NULL,
+                      finished_at = now(), updated_at = now()
+               WHERE id = ANY ($1) AND locked_by = $2
+                 AND CASE state WHEN 'running' THEN dedup_key IS NOT NULL ELSE false END
+               RETURNING id)
+           SELECT id AS "id!" FROM gone UNION ALL SELECT id FROM kept"#,
         ids,
         worker,
     )

@@ -82,7 +82,13 @@ impl Workers {
     }
 }
 
+/// Enqueues `job`, with a dedup key of its own if it has none: only a job with a dedup key is
+/// kept once it succeeded (as `done`, with its attempts), and these tests read finished jobs.
 async fn enqueue(db: &PgPool, job: NewJob) -> Option<i64> {
+    let job = match job.dedup_key {
+        Some(_) => job,
+        None => job.dedup(format!("test:{}", uuid::Uuid::now_v7())),
+    };
     let mut conn = db.acquire().await.unwrap();
     queue::enqueue(&mut conn, job).await.unwrap()
 }
@@ -384,6 +390,41 @@ async fn dedup_keys_insert_a_job_once() {
     let second = enqueue(&db, NewJob::new("record", &json!({})).dedup("message:1")).await;
     assert!(first.is_some());
     assert_eq!(second, None);
+}
+
+#[tokio::test]
+async fn a_succeeded_job_leaves_no_row_unless_its_dedup_key_must_keep_holding() {
+    let db = migrated_db().await;
+    let mut conn = db.acquire().await.unwrap();
+    let plain = queue::enqueue(&mut conn, NewJob::new("record", &json!({"key": 0, "seq": 0})))
+        .await
+        .unwrap()
+        .unwrap();
+    let keyed = NewJob::new("record", &json!({"key": 1, "seq": 0})).dedup("message:2");
+    let keyed = queue::enqueue(&mut conn, keyed).await.unwrap().unwrap();
+    drop(conn);
+    let log = Log::default();
+    let mut registry = Registry::new();
+    registry.register("record", Recorder(log.clone()));
+    let workers = Workers::start(&db, registry, fast_workers());
+    // Job `plain` is gone, `keyed` is done.
+    let settled = vec![(keyed, "done".to_string())];
+    eventually(Duration::from_secs(20), || async {
+        let left: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM jobs ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        (left == settled).then_some(())
+    })
+    .await;
+    workers.stop().await;
+    assert_eq!(log.lock().unwrap().len(), 2, "both ran (job {plain} among them)");
+    let again = NewJob::new("record", &json!({"key": 1, "seq": 1})).dedup("message:2");
+    assert_eq!(
+        enqueue(&db, again).await,
+        None,
+        "the done job still holds its key"
+    );
 }
 
 #[tokio::test]

@@ -60,10 +60,7 @@ async fn a_pipedrive_outage_loses_nothing_and_duplicates_nothing() {
     );
     tally.assert_exact();
     let states = deployment.job_states("deliver_message").await;
-    assert_eq!(states.get("dead"), None, "{states:?}");
-    assert_eq!(
-        states.get("done").copied(),
-        Some(expected.len() as i64),
-        "{states:?}"
-    );
+    // A delivery that succeeded leaves no row (or, with a dedup key, a done one); any other
+    // state would be work not done.
+    assert!(states.keys().all(|state| state == "done"), "{states:?}");
 }
