@@ -65,10 +65,11 @@ impl Application {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let handlers = job_handlers(&state, workers.debounce);
-        queue::spawn(state.db.clone(), handlers, workers, shutdown.clone(), &tasks);
+        let dispatch = queue::spawn(state.db.clone(), handlers, workers, shutdown.clone(), &tasks);
         crate::whatsapp::ingest::spawn(
             state.db.clone(),
             state.ingest_wake.clone(),
+            dispatch,
             shutdown.clone(),
             &tasks,
         );

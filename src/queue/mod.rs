@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 pub use retry::RetryPolicy;
-pub use worker::{WorkerConfig, run_inline, spawn};
+pub use worker::{Dispatch, Lease, WorkerConfig, run_inline, spawn};
 
 pub use crate::store::jobs::{Job, NewJob, enqueue, unpark};
 

@@ -13,6 +13,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use super::completions::Completions;
@@ -77,52 +78,127 @@ struct Worker {
     /// Job notifications received (and listener reconnects): a run that saw this unchanged
     /// knows no job was inserted while it held its key.
     inserted: AtomicU64,
+    /// One per job running at a time (`concurrency`).
+    permits: Arc<Semaphore>,
+    /// Every running job, and every lease given out by [`Dispatch::lease`]: shutdown waits for
+    /// them before it releases what this worker still holds.
+    in_flight: TaskTracker,
+    /// Cancelled when the shutdown grace is over: unfinished jobs are cut off and released.
+    hard_stop: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+/// Runs jobs that were inserted already leased to this process's workers (fresh deliveries,
+/// see `messages::insert_received`): they skip the notification, the claim and the row version
+/// a claim writes. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatch {
+    worker: Arc<Worker>,
+}
+
+/// Leave to insert jobs leased to this process's workers; while it is held, a shutdown waits
+/// before releasing the jobs they hold, so none inserted under it is left leased to nobody.
+pub struct Lease {
+    taker: jobs::Taker,
+    /// Before the insert, so the lease measured from here ends no later than the one stored.
+    since: Instant,
+    _held: TaskTrackerToken,
+}
+
+impl Lease {
+    /// Who to lease the jobs to.
+    pub fn taker(&self) -> jobs::Taker {
+        self.taker.clone()
+    }
+}
+
+impl Dispatch {
+    /// Leave to insert leased jobs, or `None` once shutdown began (jobs are then queued for
+    /// whichever worker claims them).
+    pub fn lease(&self) -> Option<Lease> {
+        let held = self.worker.in_flight.token();
+        if self.worker.shutdown.is_cancelled() {
+            return None;
+        }
+        Some(Lease {
+            taker: jobs::Taker {
+                worker: self.worker.id.clone(),
+                lease_seconds: self.worker.config.lease.as_secs_f64(),
+            },
+            since: Instant::now(),
+            _held: held,
+        })
+    }
+
+    /// Runs `jobs`, inserted under `lease` and committed, each as soon as a permit is free,
+    /// and the jobs queued behind them in their keys, as after a claim.
+    pub fn run(&self, lease: Lease, jobs: Vec<Job>) {
+        for job in jobs {
+            let worker = self.worker.clone();
+            let since = lease.since;
+            self.worker.in_flight.spawn(async move {
+                let permit = tokio::select! {
+                    permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                    // Still leased to us: the shutdown releases it with every job we hold.
+                    _ = worker.shutdown.cancelled() => return,
+                };
+                run_chain(&worker, job, since).await;
+                drop(permit);
+            });
+        }
+    }
 }
 
 /// Connections of the claim loop, the settles and housekeeping (handlers use their own pool).
 const BOOKKEEPING_CONNECTIONS: u32 = 4;
 
 /// Starts this process's workers, its LISTEN connection and housekeeping, all stopping when
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled; returns the handle that runs jobs inserted leased to them.
 pub fn spawn(
     db: PgPool,
     registry: Registry,
     config: WorkerConfig,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
-) {
+) -> Dispatch {
     let id = format!("worker-{}", uuid::Uuid::now_v7().simple());
     let db = store::relaxed_pool(&db, BOOKKEEPING_CONNECTIONS);
     let worker = Arc::new(Worker {
         completions: Completions::spawn(db.clone(), id.clone(), tracker),
         db,
         registry,
+        permits: Arc::new(Semaphore::new(config.concurrency)),
         config,
         id,
         wake: Notify::new(),
         settled: AtomicU64::new(0),
         inserted: AtomicU64::new(0),
+        in_flight: TaskTracker::new(),
+        hard_stop: CancellationToken::new(),
+        shutdown: shutdown.clone(),
     });
     tracker.spawn(listen(worker.clone(), shutdown.clone()));
     tracker.spawn(housekeeping(worker.clone(), shutdown.clone()));
-    tracker.spawn(claim_loop(worker, shutdown));
+    tracker.spawn(claim_loop(worker.clone(), shutdown));
+    Dispatch { worker }
 }
 
 async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(worker.config.concurrency));
-    let in_flight = TaskTracker::new();
-    let hard_stop = CancellationToken::new();
     loop {
         let first = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             _ = shutdown.cancelled() => break,
         };
-        let free = 1 + permits.available_permits();
+        // Dispatched jobs take permits too: hold every free one while claiming that many.
+        let mut held = vec![first];
+        while let Ok(permit) = worker.permits.clone().try_acquire_owned() {
+            held.push(permit);
+        }
         let lease = worker.config.lease.as_secs_f64();
-        let claimed = match jobs::claim(&worker.db, &worker.id, free as i64, lease).await {
+        let claimed = match jobs::claim(&worker.db, &worker.id, held.len() as i64, lease).await {
             Ok(claimed) => claimed,
             Err(error) => {
-                drop(first);
+                drop(held);
                 tracing::warn!(%error, "claiming jobs failed; retrying");
                 if sleep_or_stop(Duration::from_secs(1), &shutdown).await {
                     break;
@@ -131,7 +207,7 @@ async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
             }
         };
         if claimed.is_empty() {
-            drop(first);
+            drop(held);
             let wait = idle_wait(&worker).await;
             tokio::select! {
                 _ = worker.wake.notified() => {}
@@ -140,30 +216,23 @@ async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
             }
             continue;
         }
-        let mut first = Some(first);
+        let claimed_at = Instant::now();
         for job in claimed {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => permits
-                    .clone()
-                    .try_acquire_owned()
-                    .expect("claimed no more jobs than free permits"),
-            };
+            let permit = held.pop().expect("claimed no more jobs than permits held");
             let worker = worker.clone();
-            let hard_stop = hard_stop.clone();
-            in_flight.spawn(async move {
-                run_chain(&worker, job, &hard_stop).await;
+            worker.in_flight.clone().spawn(async move {
+                run_chain(&worker, job, claimed_at).await;
                 drop(permit);
             });
         }
     }
-    in_flight.close();
-    if tokio::time::timeout(worker.config.shutdown_grace, in_flight.wait())
+    worker.in_flight.close();
+    if tokio::time::timeout(worker.config.shutdown_grace, worker.in_flight.wait())
         .await
         .is_err()
     {
-        hard_stop.cancel();
-        in_flight.wait().await;
+        worker.hard_stop.cancel();
+        worker.in_flight.wait().await;
     }
     match jobs::release(&worker.db, &worker.id, None).await {
         Ok(0) => {}
@@ -198,13 +267,12 @@ const CHAIN: usize = 64;
 /// Successors claimed at a time by a task that just ran their key's head.
 const CHAIN_STEP: i64 = 16;
 
-/// Runs `first` and, while its jobs succeed, the due jobs queued behind it in its ordering key:
-/// they are claimed while their predecessor still holds the key, so no other worker can take
-/// them, and they run in order in this task. A backlog of one conversation then costs a claim
-/// per step of the chain instead of a claim per job.
-async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
-    let mut chain: VecDeque<(Job, Instant, Option<ReadAhead>)> =
-        VecDeque::from([(first, Instant::now(), None)]);
+/// Runs `first` (leased at `claimed`) and, while its jobs succeed, the due jobs queued behind it
+/// in its ordering key: they are claimed while their predecessor still holds the key, so no
+/// other worker can take them, and they run in order in this task. A backlog of one
+/// conversation then costs a claim per step of the chain instead of a claim per job.
+async fn run_chain(worker: &Worker, first: Job, claimed: Instant) {
+    let mut chain: VecDeque<(Job, Instant, Option<ReadAhead>)> = VecDeque::from([(first, claimed, None)]);
     let mut ran = 0;
     while let Some((job, claimed, ahead)) = chain.pop_front() {
         if claimed.elapsed() > worker.config.lease / 2 {
@@ -214,7 +282,7 @@ async fn run_chain(worker: &Worker, first: Job, hard_stop: &CancellationToken) {
             return;
         }
         let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-        let Some(outcome) = execute(worker, &job, claimed, ahead, hard_stop)
+        let Some(outcome) = execute(worker, &job, claimed, ahead)
             .instrument(span.clone())
             .await
         else {
@@ -299,7 +367,6 @@ async fn execute(
     job: &Job,
     claimed: Instant,
     ahead: Option<ReadAhead>,
-    hard_stop: &CancellationToken,
 ) -> Option<Result<(), JobError>> {
     let started = Instant::now();
     let outcome = match worker.registry.get(&job.kind) {
@@ -317,7 +384,7 @@ async fn execute(
                     Ok(Err(_panic)) => Err(JobError::retry("the handler panicked")),
                     Err(_) => Err(JobError::retry(format!("timed out after {budget:?}"))),
                 },
-                _ = hard_stop.cancelled() => {
+                _ = worker.hard_stop.cancelled() => {
                     tracing::info!("shutdown: releasing unfinished job");
                     release_all(worker, vec![job.id]).await;
                     return None;

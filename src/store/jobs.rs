@@ -56,6 +56,16 @@ impl NewJob {
     }
 }
 
+/// The worker a statement that queues jobs may lease them to at once, so they skip the
+/// wake-up and the claim (see `queue::Dispatch`).
+#[derive(Debug, Clone)]
+pub struct Taker {
+    /// The worker's id, written as the jobs' `locked_by`.
+    pub worker: String,
+    /// The lease's length.
+    pub lease_seconds: f64,
+}
+
 /// A claimed job.
 #[derive(Debug, Clone)]
 pub struct Job {

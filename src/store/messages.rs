@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::channels::{Channel, ChannelMode};
 use super::installations::{Credentials, InstallationStatus};
-use super::jobs::NewJob;
+use super::jobs::{Job, NewJob, Taker};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
@@ -158,16 +158,41 @@ pub struct Received {
     pub delivery: NewJob,
 }
 
+/// What [`insert_received`] stored.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// The messages stored (the others were duplicates).
+    pub ids: Vec<Uuid>,
+    /// Their deliveries inserted already leased to the taker, to be run by it once committed.
+    pub taken: Vec<Job>,
+}
+
+/// A row of [`insert_received`]: a message stored, or a delivery taken.
+struct StoredRow {
+    message_id: Option<Uuid>,
+    job_id: Option<i64>,
+    kind: Option<String>,
+    payload: Option<serde_json::Value>,
+    ordering_key: Option<String>,
+    attempts: Option<i32>,
+    created_at: Option<DateTime<Utc>>,
+}
+
 /// Stores received messages (as `sent`), skipping those whose wamid is already stored on their
 /// channel, and, for those stored only, in the same statement: moves their conversations'
 /// activity forward (for customer messages also the reply window, `open` and unseen) and
-/// queues their deliveries in the given order. Returns the ids of the messages stored.
+/// queues their deliveries in the given order.
+///
+/// With a `taker`, a delivery that nothing of its ordering key waits before (no unfinished job
+/// of the key, and the first of the key in `received`) is inserted leased to it, as a claim
+/// would leave it: the taker runs it once the transaction commits, without a claim.
 pub async fn insert_received(
     conn: &mut PgConnection,
     received: &[Received],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+    taker: Option<&Taker>,
+) -> Result<Stored, sqlx::Error> {
     if received.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Stored::default());
     }
     let column = |f: fn(&Received) -> String| received.iter().map(f).collect::<Vec<_>>();
     let ids: Vec<Uuid> = received.iter().map(|r| r.id).collect();
@@ -181,7 +206,8 @@ pub async fn insert_received(
     let ordering_keys: Vec<Option<String>> =
         received.iter().map(|r| r.delivery.ordering_key.clone()).collect();
     let dedup_keys: Vec<Option<String>> = received.iter().map(|r| r.delivery.dedup_key.clone()).collect();
-    sqlx::query_scalar!(
+    let rows = sqlx::query_as!(
+        StoredRow,
         r#"WITH input AS (
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                                     $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::timestamptz[],
@@ -212,12 +238,32 @@ pub async fn insert_received(
                      GROUP BY i.conversation_id) a
                WHERE c.id = a.conversation_id),
            queued AS (
-               INSERT INTO jobs (kind, payload, ordering_key, dedup_key, run_at)
-               SELECT i.job_kind, i.job_payload, i.job_ordering_key, i.job_dedup_key, now()
-               FROM input i JOIN stored s ON s.id = i.id
-               ORDER BY i.n
-               ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING)
-           SELECT id AS "id!" FROM stored"#,
+               INSERT INTO jobs (kind, payload, ordering_key, dedup_key, run_at, state, locked_by,
+                                 locked_until, attempts)
+               SELECT q.job_kind, q.job_payload, q.job_ordering_key, q.job_dedup_key, now(),
+                      CASE WHEN q.taken THEN 'running' ELSE 'queued' END,
+                      CASE WHEN q.taken THEN $17 END,
+                      CASE WHEN q.taken THEN clock_timestamp() + make_interval(secs => $18) END,
+                      CASE WHEN q.taken THEN 1 ELSE 0 END
+               FROM (SELECT i.*,
+                            $17::text IS NOT NULL
+                            AND (i.job_ordering_key IS NULL
+                                 OR (row_number() OVER (PARTITION BY i.job_ordering_key ORDER BY i.n) = 1
+                                     AND NOT EXISTS (
+                                         SELECT 1 FROM jobs e
+                                         WHERE e.ordering_key = i.job_ordering_key
+                                           AND e.state IN ('queued', 'running', 'parked')))) AS taken
+                     FROM input i JOIN stored s ON s.id = i.id) q
+               ORDER BY q.n
+               ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
+               RETURNING id, kind, payload, ordering_key, attempts, created_at, state)
+           SELECT id AS "message_id?", NULL::bigint AS "job_id?", NULL::text AS "kind?",
+                  NULL::jsonb AS "payload?", NULL::text AS "ordering_key?", NULL::integer AS "attempts?",
+                  NULL::timestamptz AS "created_at?"
+           FROM stored
+           UNION ALL
+           SELECT NULL, id, kind, payload, ordering_key, attempts, created_at
+           FROM queued WHERE state = 'running'"#,
         &ids,
         &conversation_ids,
         &channel_ids,
@@ -234,9 +280,33 @@ pub async fn insert_received(
         &payloads,
         &ordering_keys as &[Option<String>],
         &dedup_keys as &[Option<String>],
+        taker.map(|t| t.worker.as_str()),
+        taker.map_or(0.0, |t| t.lease_seconds),
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    let mut stored = Stored::default();
+    for row in rows {
+        if let Some(id) = row.message_id {
+            stored.ids.push(id);
+            continue;
+        }
+        // Never null in the UNION's second branch, which selects them from the inserted jobs.
+        if let (Some(id), Some(kind), Some(payload), Some(attempts), Some(created_at)) =
+            (row.job_id, row.kind, row.payload, row.attempts, row.created_at)
+        {
+            stored.taken.push(Job {
+                id,
+                kind,
+                payload,
+                ordering_key: row.ordering_key,
+                attempts,
+                created_at,
+            });
+        }
+    }
+    stored.taken.sort_by_key(|job| job.id);
+    Ok(stored)
 }
 
 /// A stored message, located by WhatsApp id.

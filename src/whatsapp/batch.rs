@@ -14,6 +14,7 @@ use super::payload::Notification;
 use crate::store::channels::{self, Channel};
 use crate::store::contacts::{self, Identity};
 use crate::store::conversations::{self, NewCustomer};
+use crate::store::jobs::{Job, Taker};
 use crate::store::messages::{self, Received};
 
 /// A customer as one identity of one channel names them.
@@ -56,9 +57,27 @@ pub struct Batch {
     /// Customers given ids in this batch, stored at the next flush.
     created: Vec<NewCustomer>,
     deferred: Vec<Received>,
+    /// Who the deliveries of the stored messages may be leased to at once.
+    taker: Option<Taker>,
+    /// Deliveries leased to `taker`, to be handed to it once the batch commits.
+    taken: Vec<Job>,
 }
 
 impl Batch {
+    /// A batch whose messages' deliveries are leased to `taker` as they are stored, when nothing
+    /// of their conversation is waiting (see [`messages::insert_received`]).
+    pub fn taken_by(taker: Taker) -> Self {
+        Self {
+            taker: Some(taker),
+            ..Self::default()
+        }
+    }
+
+    /// The deliveries leased to the taker so far; the caller runs them once the batch committed.
+    pub fn take_leased(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.taken)
+    }
+
     /// The channel of a phone number id (`None`: not one of ours), read once per batch: a
     /// number's channel row never changes its id.
     pub async fn channel(
@@ -235,7 +254,9 @@ impl Batch {
         if self.deferred.is_empty() {
             return Ok(Vec::new());
         }
-        let stored = messages::insert_received(conn, &self.deferred).await?;
+        let stored = messages::insert_received(conn, &self.deferred, self.taker.as_ref()).await?;
+        self.taken.extend(stored.taken);
+        let stored = stored.ids;
         for received in self.deferred.drain(..) {
             if stored.contains(&received.id) {
                 metrics::counter!("messages_received_total", "type" => received.kind, "direction" => received.direction.as_str())
@@ -254,5 +275,6 @@ impl Batch {
         self.unknown.clear();
         self.created.clear();
         self.deferred.clear();
+        self.taken.clear();
     }
 }

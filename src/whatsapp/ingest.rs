@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::batch::Batch;
 use super::inbound::{self, IngestError};
+use crate::queue::Dispatch;
 use crate::store::{self, webhook_events};
 
 /// Events processed per transaction.
@@ -23,11 +24,19 @@ const BATCH: i64 = 200;
 /// replica stored and could not process).
 const POLL: Duration = Duration::from_secs(1);
 
-/// Starts the loop; `wake` is notified by the webhook handler after each commit.
-pub fn spawn(db: PgPool, wake: Arc<Notify>, shutdown: CancellationToken, tracker: &TaskTracker) {
+/// Starts the loop; `wake` is notified by the webhook handler after each commit. The
+/// deliveries of the messages it stores go straight to `dispatch`'s workers when nothing of
+/// their conversation is waiting.
+pub fn spawn(
+    db: PgPool,
+    wake: Arc<Notify>,
+    dispatch: Dispatch,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
     tracker.spawn(async move {
         loop {
-            let pause = match process_batch(&db).await {
+            let pause = match process_batch(&db, &dispatch).await {
                 Ok(0) => POLL,
                 Ok(_) => Duration::ZERO,
                 Err(error) => {
@@ -48,8 +57,8 @@ pub fn spawn(db: PgPool, wake: Arc<Notify>, shutdown: CancellationToken, tracker
 }
 
 /// Processes up to one batch; returns how many events it took.
-pub async fn process_batch(db: &PgPool) -> Result<usize, sqlx::Error> {
-    match process_at_once(db).await? {
+pub async fn process_batch(db: &PgPool, dispatch: &Dispatch) -> Result<usize, sqlx::Error> {
+    match process_at_once(db, dispatch).await? {
         Some(taken) => Ok(taken),
         // An event failed and the whole batch was rolled back: event by event now, so the
         // failure stays with its event and the others go through.
@@ -59,13 +68,16 @@ pub async fn process_batch(db: &PgPool) -> Result<usize, sqlx::Error> {
 
 /// The common case: the whole batch in one transaction without savepoints (two round trips
 /// fewer per event), its customers looked up at once, its plain messages stored together and
-/// its events marked done in one statement. `None` when an event failed
-/// for a reason of its own; nothing of the batch is then kept.
-async fn process_at_once(db: &PgPool) -> Result<Option<usize>, sqlx::Error> {
+/// its events marked done in one statement, its deliveries leased to `dispatch`'s workers and
+/// handed to them after the commit. `None` when an event failed for a reason of its own;
+/// nothing of the batch is then kept.
+async fn process_at_once(db: &PgPool, dispatch: &Dispatch) -> Result<Option<usize>, sqlx::Error> {
     let (mut tx, events) = take_batch(db).await?;
     if events.is_empty() {
         return Ok(Some(0));
     }
+    // Taken once the inbox is ours: a shutdown waits for it.
+    let lease = dispatch.lease();
     let Ok(notifications) = events
         .iter()
         .map(|e| inbound::parse(&e.body))
@@ -73,7 +85,9 @@ async fn process_at_once(db: &PgPool) -> Result<Option<usize>, sqlx::Error> {
     else {
         return Ok(None);
     };
-    let mut batch = Batch::default();
+    let mut batch = lease
+        .as_ref()
+        .map_or_else(Batch::default, |lease| Batch::taken_by(lease.taker()));
     batch.prefetch(&mut tx, &notifications).await?;
     let mut finished = webhook_events::Finished::default();
     for (event, notification) in events.iter().zip(&notifications) {
@@ -90,6 +104,9 @@ async fn process_at_once(db: &PgPool) -> Result<Option<usize>, sqlx::Error> {
     }
     webhook_events::finish_all(&mut tx, &finished).await?;
     tx.commit().await?;
+    if let Some(lease) = lease {
+        dispatch.run(lease, batch.take_leased());
+    }
     for (event, state) in events.iter().zip(&finished.states) {
         metrics::counter!("webhook_events_processed_total", "state" => state.clone()).increment(1);
         record_lag(event);

@@ -43,6 +43,17 @@ async fn wait_for_receives(app: &TestApp, n: usize) -> Vec<Value> {
     .await
 }
 
+/// Pipedrive answers the first receive with a 429 asking for two seconds, then 200.
+async fn mount_one_429_then_200(app: &TestApp) {
+    Mock::given(method("POST"))
+        .and(path(RECEIVE))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2"))
+        .up_to_n_times(1)
+        .mount(&app.pipedrive)
+        .await;
+    mount_receive(app, ResponseTemplate::new(200)).await;
+}
+
 async fn installed_app() -> TestApp {
     let app = spawn_app().await;
     installed(&app).await;
@@ -116,6 +127,28 @@ async fn messages_of_a_conversation_arrive_in_order_even_when_pipedrive_is_slow(
 }
 
 #[tokio::test]
+async fn a_new_message_waits_for_the_delivery_before_it_that_is_waiting_to_retry() {
+    let app = installed_app().await;
+    mount_one_429_then_200(&app).await;
+    let say = |wamid: &str, at: i64, text: &str| {
+        inbound_webhook(
+            PHONE_NUMBER_IDS[0],
+            CUSTOMER,
+            "Ana",
+            vec![text_message(wamid, CUSTOMER, at, text)],
+        )
+    };
+    app.post_webhook(&say("wamid.W0", 1, "first")).await;
+    wait_for_receives(&app, 1).await;
+    // The first is queued again for two seconds; the second must not be run past it.
+    app.post_webhook(&say("wamid.W1", 2, "second")).await;
+    let bodies = wait_for_receives(&app, 3).await;
+    let texts: Vec<&str> = bodies.iter().map(|b| b["message"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["first", "first", "second"]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn pipedrive_errors_are_retried_until_it_recovers_and_nothing_is_lost() {
     let app = installed_app().await;
     Mock::given(method("POST"))
@@ -152,13 +185,7 @@ async fn pipedrive_errors_are_retried_until_it_recovers_and_nothing_is_lost() {
 #[tokio::test]
 async fn a_429_is_honoured_without_spending_the_retry_budget() {
     let app = installed_app().await;
-    Mock::given(method("POST"))
-        .and(path(RECEIVE))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2"))
-        .up_to_n_times(1)
-        .mount(&app.pipedrive)
-        .await;
-    mount_receive(&app, ResponseTemplate::new(200)).await;
+    mount_one_429_then_200(&app).await;
     app.post_webhook(&inbound_webhook(
         PHONE_NUMBER_IDS[0],
         CUSTOMER,
