@@ -101,6 +101,30 @@ pub async fn enqueue(conn: &mut PgConnection, job: NewJob) -> Result<Option<i64>
     .await
 }
 
+/// The keys among `keys` that have a queued, running or parked job: a job inserted with one of
+/// them has to wait its turn.
+pub async fn unfinished_keys(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    // A lone key has a statement of its own: PostgreSQL plans the array form anew at every
+    // call (its generic plan assumes ten keys), which costs more than running it.
+    if let [key] = keys {
+        let unfinished = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM jobs
+                              WHERE ordering_key = $1 AND state IN ('queued', 'running', 'parked')) AS "unfinished!""#,
+            key
+        )
+        .fetch_one(db)
+        .await?;
+        return Ok(if unfinished { vec![key.clone()] } else { Vec::new() });
+    }
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT ordering_key AS "key!" FROM jobs
+           WHERE ordering_key = ANY ($1) AND state IN ('queued', 'running', 'parked')"#,
+        keys
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Leases up to `limit` due jobs to `worker`. A job is due when its time has come and no
 /// earlier job of its ordering key is still queued, running or parked. A running job whose
 /// lease ran out (its worker died) is due again at once.
