@@ -130,19 +130,34 @@ impl Dispatch {
         })
     }
 
-    /// Runs `jobs`, inserted under `lease` and committed, each as soon as a permit is free,
-    /// and the jobs queued behind them in their keys, as after a claim.
+    /// Runs `jobs`, inserted under `lease` and committed (in id order): those of one ordering
+    /// key in a row, each key's as soon as a permit is free, and then the jobs queued behind
+    /// them in their keys, as after a claim.
     pub fn run(&self, lease: Lease, jobs: Vec<Job>) {
+        let mut runs: Vec<Vec<Job>> = Vec::new();
+        let mut of_key: HashMap<String, usize> = HashMap::new();
         for job in jobs {
+            match job.ordering_key.clone() {
+                Some(key) => match of_key.get(&key) {
+                    Some(&run) => runs[run].push(job),
+                    None => {
+                        of_key.insert(key, runs.len());
+                        runs.push(vec![job]);
+                    }
+                },
+                None => runs.push(vec![job]),
+            }
+        }
+        for run in runs {
             let worker = self.worker.clone();
             let since = lease.since;
             self.worker.in_flight.spawn(async move {
                 let permit = tokio::select! {
                     permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                    // Still leased to us: the shutdown releases it with every job we hold.
+                    // Still leased to us: the shutdown releases them with every job we hold.
                     _ = worker.shutdown.cancelled() => return,
                 };
-                run_chain(&worker, job, since).await;
+                run_chain(&worker, run, since).await;
                 drop(permit);
             });
         }
@@ -221,7 +236,7 @@ async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
             let permit = held.pop().expect("claimed no more jobs than permits held");
             let worker = worker.clone();
             worker.in_flight.clone().spawn(async move {
-                run_chain(&worker, job, claimed_at).await;
+                run_chain(&worker, vec![job], claimed_at).await;
                 drop(permit);
             });
         }
@@ -267,12 +282,14 @@ const CHAIN: usize = 64;
 /// Successors claimed at a time by a task that just ran their key's head.
 const CHAIN_STEP: i64 = 16;
 
-/// Runs `first` (leased at `claimed`) and, while its jobs succeed, the due jobs queued behind it
-/// in its ordering key: they are claimed while their predecessor still holds the key, so no
-/// other worker can take them, and they run in order in this task. A backlog of one
-/// conversation then costs a claim per step of the chain instead of a claim per job.
-async fn run_chain(worker: &Worker, first: Job, claimed: Instant) {
-    let mut chain: VecDeque<(Job, Instant, Option<ReadAhead>)> = VecDeque::from([(first, claimed, None)]);
+/// Runs `first` (jobs of one ordering key in id order, leased at `claimed`) and, while its jobs
+/// succeed, the due jobs queued behind them in their ordering key: they are claimed while their
+/// predecessor still holds the key, so no other worker can take them, and they run in order in
+/// this task. A backlog of one conversation then costs a claim per step of the chain instead
+/// of a claim per job.
+async fn run_chain(worker: &Worker, first: Vec<Job>, claimed: Instant) {
+    let mut chain: VecDeque<(Job, Instant, Option<ReadAhead>)> =
+        first.into_iter().map(|job| (job, claimed, None)).collect();
     let mut ran = 0;
     while let Some((job, claimed, ahead)) = chain.pop_front() {
         if claimed.elapsed() > worker.config.lease / 2 {

@@ -185,9 +185,9 @@ struct StoredRow {
 /// activity forward (for customer messages also the reply window, `open` and unseen) and
 /// queues their deliveries in the given order.
 ///
-/// With a `taker`, a delivery that nothing of its ordering key waits before (no unfinished job
-/// of the key, and the first of the key in `received`) is inserted leased to it, as a claim
-/// would leave it: the taker runs it once the transaction commits, without a claim.
+/// With a `taker`, the deliveries of an ordering key that has no unfinished job are inserted
+/// leased to it, as a claim would leave them: the taker runs them, in order, once the
+/// transaction commits, without a claim.
 pub async fn insert_received(
     conn: &mut PgConnection,
     received: &[Received],
@@ -212,12 +212,13 @@ pub async fn insert_received(
                 .await?
                 .into_iter()
                 .collect();
-            let mut first = HashSet::new();
             received
                 .iter()
-                .map(|r| match &r.delivery.ordering_key {
-                    None => true,
-                    Some(key) => !busy.contains(key) && first.insert(key),
+                .map(|r| {
+                    r.delivery
+                        .ordering_key
+                        .as_ref()
+                        .is_none_or(|key| !busy.contains(key))
                 })
                 .collect()
         }
