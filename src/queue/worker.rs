@@ -85,6 +85,7 @@ struct Worker {
     in_flight: TaskTracker,
     /// Cancelled when the shutdown grace is over: unfinished jobs are cut off and released.
     hard_stop: CancellationToken,
+    /// The process's shutdown, which stops the claim loop, the listener and housekeeping.
     shutdown: CancellationToken,
 }
 
@@ -190,15 +191,16 @@ pub fn spawn(
         inserted: AtomicU64::new(0),
         in_flight: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
-        shutdown: shutdown.clone(),
+        shutdown,
     });
-    tracker.spawn(listen(worker.clone(), shutdown.clone()));
-    tracker.spawn(housekeeping(worker.clone(), shutdown.clone()));
-    tracker.spawn(claim_loop(worker.clone(), shutdown));
+    tracker.spawn(listen(worker.clone()));
+    tracker.spawn(housekeeping(worker.clone()));
+    tracker.spawn(claim_loop(worker.clone()));
     Dispatch { worker }
 }
 
-async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
+async fn claim_loop(worker: Arc<Worker>) {
+    let shutdown = &worker.shutdown;
     loop {
         let first = tokio::select! {
             permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
@@ -215,7 +217,7 @@ async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
             Err(error) => {
                 drop(held);
                 tracing::warn!(%error, "claiming jobs failed; retrying");
-                if sleep_or_stop(Duration::from_secs(1), &shutdown).await {
+                if sleep_or_stop(Duration::from_secs(1), shutdown).await {
                     break;
                 }
                 continue;
@@ -234,9 +236,9 @@ async fn claim_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
         let claimed_at = Instant::now();
         for job in claimed {
             let permit = held.pop().expect("claimed no more jobs than permits held");
-            let worker = worker.clone();
-            worker.in_flight.clone().spawn(async move {
-                run_chain(&worker, vec![job], claimed_at).await;
+            let runner = worker.clone();
+            worker.in_flight.spawn(async move {
+                run_chain(&runner, vec![job], claimed_at).await;
                 drop(permit);
             });
         }
@@ -555,7 +557,8 @@ fn in_future(delay: Duration) -> chrono::DateTime<Utc> {
 }
 
 /// Wakes the claim loop whenever a job is inserted anywhere (the table's NOTIFY trigger).
-async fn listen(worker: Arc<Worker>, shutdown: CancellationToken) {
+async fn listen(worker: Arc<Worker>) {
+    let shutdown = &worker.shutdown;
     let mut backoff = Duration::from_secs(1);
     loop {
         match PgListener::connect_with(&worker.db).await {
@@ -585,7 +588,7 @@ async fn listen(worker: Arc<Worker>, shutdown: CancellationToken) {
             },
             Err(error) => tracing::debug!(%error, "job listener cannot connect yet"),
         }
-        if sleep_or_stop(backoff, &shutdown).await {
+        if sleep_or_stop(backoff, shutdown).await {
             return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -611,7 +614,8 @@ const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
 const GAUGES_EVERY: Duration = Duration::from_secs(10);
 
 /// Trims finished jobs, vacuums the queue while it is busy and publishes queue gauges.
-async fn housekeeping(worker: Arc<Worker>, shutdown: CancellationToken) {
+async fn housekeeping(worker: Arc<Worker>) {
+    let shutdown = &worker.shutdown;
     let mut tick = tokio::time::interval(HOUSEKEEPING_TICK);
     let mut last_purge = Instant::now();
     let mut last_gauges: Option<Instant> = None;

@@ -104,6 +104,9 @@ pub async fn enqueue(conn: &mut PgConnection, job: NewJob) -> Result<Option<i64>
 /// The keys among `keys` that have a queued, running or parked job: a job inserted with one of
 /// them has to wait its turn.
 pub async fn unfinished_keys(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
     // A lone key has a statement of its own: PostgreSQL plans the array form anew at every
     // call (its generic plan assumes ten keys), which costs more than running it.
     if let [key] = keys {
