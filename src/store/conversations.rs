@@ -197,34 +197,38 @@ pub async fn with_page(
     before: Uuid,
     limit: i64,
 ) -> Result<Option<(Channel, Option<(ConversationRow, Vec<MessageRow>)>)>, sqlx::Error> {
-    // The channel's and the conversation's columns come with every message row; a conversation
-    // without messages (before `at`) is one row whose message columns are all null, and so is
-    // a channel without that conversation, whose conversation columns are null too.
+    // The channel and the conversation come once, in a row of their own (its conversation
+    // columns null when the channel has no such conversation), and the messages in rows whose
+    // other columns, but for the channel's id, are null; they are dropped when the conversation
+    // is not on that channel. Repeating them on every message row made PostgreSQL send, and us
+    // decode, 19 columns 31 times: it cost a fifth of the statement.
     let rows = sqlx::query!(
-        r#"SELECT ch.id AS channel_id, ch.phone_number_id, ch.display_phone_number, ch.verified_name,
-                  ch.installation_id, ch.company_id, ch.pipedrive_channel_id, ch.mode AS "mode: ChannelMode",
-                  ch.created_at AS channel_created_at, ch.updated_at AS channel_updated_at,
+        r#"SELECT ch.id AS "channel_id?", ch.phone_number_id AS "phone_number_id?",
+                  ch.display_phone_number, ch.verified_name, ch.installation_id, ch.company_id,
+                  ch.pipedrive_channel_id, ch.mode AS "mode?: ChannelMode",
+                  ch.created_at AS "channel_created_at?", ch.updated_at AS "channel_updated_at?",
                   c.id AS "id?", c.status AS "status?", c.seen AS "seen?", c.last_inbound_at,
                   c.last_message_at AS "last_message_at?", c.contact_id AS "contact_id?",
                   ct.wa_id, ct.bsuid, ct.profile_name,
-                  m.id AS "message_id?", m.direction AS "direction?: Direction",
-                  m.sender_id AS "sender_id?", m.kind AS "kind?", m.body AS "body?",
-                  m.status AS "message_status?: MessageStatus", m.error_code AS "error_code?",
-                  m.error_title AS "error_title?", m.error_detail AS "error_detail?",
-                  m.sent_at AS "sent_at?", m.has_files AS "has_files?"
+                  NULL::uuid AS "message_id?", NULL::text AS "direction?: Direction",
+                  NULL::text AS "sender_id?", NULL::text AS "kind?", NULL::text AS "body?",
+                  NULL::text AS "message_status?: MessageStatus", NULL::integer AS error_code,
+                  NULL::text AS error_title, NULL::text AS error_detail,
+                  NULL::timestamptz AS "sent_at?", NULL::boolean AS "has_files?"
            FROM channels ch
            LEFT JOIN (conversations c JOIN contacts ct ON ct.id = c.contact_id)
                   ON c.channel_id = ch.id AND c.id = $2
-           LEFT JOIN LATERAL (
-               SELECT id, direction, sender_id, kind, body, status, error_code, error_title,
-                      error_detail, sent_at,
-                      EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = messages.id) AS has_files
-               FROM messages
-               WHERE conversation_id = c.id AND (sent_at, id) < ($3, $4)
-               ORDER BY sent_at DESC, id DESC
-               LIMIT $5) m ON true
            WHERE ch.phone_number_id = $1
-           ORDER BY m.sent_at DESC, m.id DESC"#,
+           UNION ALL
+           SELECT m.channel_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                  m.id, m.direction, m.sender_id, m.kind, m.body, m.status, m.error_code,
+                  m.error_title, m.error_detail, m.sent_at,
+                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id)
+           FROM (SELECT * FROM messages
+                 WHERE conversation_id = $2 AND (sent_at, id) < ($3, $4)
+                 ORDER BY sent_at DESC, id DESC
+                 LIMIT $5) m"#,
         phone_number_id,
         id,
         at,
@@ -233,62 +237,104 @@ pub async fn with_page(
     )
     .fetch_all(db)
     .await?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let channel = Channel {
-        id: first.channel_id,
-        phone_number_id: first.phone_number_id.clone(),
-        display_phone_number: first.display_phone_number.clone(),
-        verified_name: first.verified_name.clone(),
-        installation_id: first.installation_id,
-        company_id: first.company_id,
-        pipedrive_channel_id: first.pipedrive_channel_id.clone(),
-        mode: first.mode,
-        created_at: first.channel_created_at,
-        updated_at: first.channel_updated_at,
-    };
-    let conversation = match (
-        first.id,
-        &first.status,
-        first.seen,
-        first.last_message_at,
-        first.contact_id,
-    ) {
-        (Some(id), Some(status), Some(seen), Some(last_message_at), Some(contact_id)) => ConversationRow {
-            id,
-            channel_id: first.channel_id,
-            status: status.clone(),
-            seen,
-            last_inbound_at: first.last_inbound_at,
-            last_message_at,
-            contact_id,
-            wa_id: first.wa_id.clone(),
-            bsuid: first.bsuid.clone(),
-            profile_name: first.profile_name.clone(),
-        },
-        _ => return Ok(Some((channel, None))),
-    };
-    let messages = rows
-        .into_iter()
-        .filter_map(|r| {
-            Some(MessageRow {
-                id: r.message_id?,
-                conversation_id: conversation.id,
-                channel_id: r.channel_id,
-                direction: r.direction?,
-                sender_id: r.sender_id?,
-                kind: r.kind?,
-                body: r.body?,
-                status: r.message_status?,
+    let mut found = None;
+    let mut messages = Vec::with_capacity(rows.len());
+    for r in rows {
+        if let Some(message_id) = r.message_id {
+            let (
+                Some(channel_id),
+                Some(direction),
+                Some(sender_id),
+                Some(kind),
+                Some(body),
+                Some(status),
+                Some(sent_at),
+                Some(has_files),
+            ) = (
+                r.channel_id,
+                r.direction,
+                r.sender_id,
+                r.kind,
+                r.body,
+                r.message_status,
+                r.sent_at,
+                r.has_files,
+            )
+            else {
+                continue;
+            };
+            messages.push(MessageRow {
+                id: message_id,
+                conversation_id: id,
+                channel_id,
+                direction,
+                sender_id,
+                kind,
+                body,
+                status,
                 error_code: r.error_code,
                 error_title: r.error_title,
                 error_detail: r.error_detail,
-                sent_at: r.sent_at?,
-                has_files: r.has_files?,
-            })
-        })
-        .collect();
+                sent_at,
+                has_files,
+            });
+            continue;
+        }
+        let (
+            Some(channel_id),
+            Some(phone_number_id),
+            Some(mode),
+            Some(channel_created_at),
+            Some(channel_updated_at),
+        ) = (
+            r.channel_id,
+            r.phone_number_id,
+            r.mode,
+            r.channel_created_at,
+            r.channel_updated_at,
+        )
+        else {
+            continue;
+        };
+        let channel = Channel {
+            id: channel_id,
+            phone_number_id,
+            display_phone_number: r.display_phone_number,
+            verified_name: r.verified_name,
+            installation_id: r.installation_id,
+            company_id: r.company_id,
+            pipedrive_channel_id: r.pipedrive_channel_id,
+            mode,
+            created_at: channel_created_at,
+            updated_at: channel_updated_at,
+        };
+        let conversation = match (r.id, r.status, r.seen, r.last_message_at, r.contact_id) {
+            (Some(id), Some(status), Some(seen), Some(last_message_at), Some(contact_id)) => {
+                Some(ConversationRow {
+                    id,
+                    channel_id,
+                    status,
+                    seen,
+                    last_inbound_at: r.last_inbound_at,
+                    last_message_at,
+                    contact_id,
+                    wa_id: r.wa_id,
+                    bsuid: r.bsuid,
+                    profile_name: r.profile_name,
+                })
+            }
+            _ => None,
+        };
+        found = Some((channel, conversation));
+    }
+    let Some((channel, conversation)) = found else {
+        return Ok(None);
+    };
+    let Some(conversation) = conversation else {
+        return Ok(Some((channel, None)));
+    };
+    // A union's rows come in no defined order.
+    messages.sort_unstable_by_key(|m| std::cmp::Reverse((m.sent_at, m.id)));
     Ok(Some((channel, Some((conversation, messages)))))
 }
 

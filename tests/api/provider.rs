@@ -390,6 +390,31 @@ async fn unknown_and_disabled_channels_and_unknown_ids_are_404() {
         let response = app.provider(Method::GET, &route).send().await.unwrap();
         assert_error(response, 404, "NOT_FOUND").await;
     }
+    // A conversation is found only through the channel it is on.
+    let (conversation, messages) = seed(&app.db, &mut Rng(7), &[2]).await.into_iter().next().unwrap();
+    let elsewhere = app
+        .provider(
+            Method::GET,
+            &format!(
+                "/api/channels/{}/conversations/{conversation}",
+                PHONE_NUMBER_IDS[1]
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(elsewhere, 404, "NOT_FOUND").await;
+    let own: ConversationResponse = app
+        .provider_get(&format!(
+            "/api/channels/{}/conversations/{conversation}",
+            PHONE_NUMBER_IDS[0]
+        ))
+        .await;
+    let mut served = ids(own.data.messages.as_deref().unwrap_or_default());
+    served.sort();
+    let mut expected = messages;
+    expected.sort();
+    assert_eq!(served, expected);
     let removed = app
         .provider(Method::DELETE, &format!("/api/channels/{}", PHONE_NUMBER_IDS[1]))
         .send()
