@@ -244,7 +244,7 @@ impl Deliver {
             keys: &self.keys,
             public_url: &self.public_url,
         };
-        let message = wire::message(row, &files.iter().collect::<Vec<_>>(), links);
+        let message = wire::message(row.clone(), &files.iter().collect::<Vec<_>>(), links);
         let mut body = json!({
             "id": message.id,
             "channel_id": channel.phone_number_id,

@@ -2,7 +2,7 @@
 //! the contract's status and time format, every stored file as a link that verifies, and a
 //! word about what could not be fetched or delivered.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Timelike, Utc};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -128,7 +128,7 @@ proptest! {
         let keys = Keys::new(&SecretKey::parse("d2lyZS1wcm9wZXJ0eS10ZXN0cy0zMi1ieXRlcy1rZXk=").unwrap());
         let public_url = PublicUrl::parse("https://wa.example.com").unwrap();
         let refs: Vec<&Attachment> = files.iter().collect();
-        let message = wire::message(&row, &refs, Links { keys: &keys, public_url: &public_url });
+        let message = wire::message(row.clone(), &refs, Links { keys: &keys, public_url: &public_url });
 
         prop_assert_eq!(&message.id, &row.id.to_string());
         prop_assert_eq!(&message.sender_id, &row.sender_id);
@@ -156,5 +156,20 @@ proptest! {
         if row.status == MessageStatus::Failed {
             prop_assert!(message.message.contains("Not delivered"));
         }
+    }
+}
+
+proptest! {
+    #[test]
+    fn times_are_written_as_the_formatting_machinery_writes_them(at in time()) {
+        let expected = format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            at.year(),
+            at.month(),
+            at.day(),
+            at.hour(),
+            at.minute()
+        );
+        prop_assert_eq!(wire::timestamp(at), expected);
     }
 }

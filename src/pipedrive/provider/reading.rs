@@ -83,7 +83,7 @@ fn conversation_object(
     channel: &Channel,
     conversation: &ConversationRow,
     mut newest_first: Vec<messages::MessageRow>,
-    attachments: &[attachments::Attachment],
+    files: &wire::Files<'_>,
     limit: i64,
 ) -> wire::Conversation {
     let more = newest_first.len() as i64 > limit;
@@ -106,7 +106,7 @@ fn conversation_object(
         status: conversation.status.clone(),
         seen: conversation.seen,
         next_messages_cursor,
-        messages: wire::messages(&newest_first, attachments, links),
+        messages: wire::messages(newest_first, files, links),
         participants: wire::participants(channel, conversation, links),
     }
 }
@@ -158,11 +158,12 @@ pub fn conversations_page(
     for row in message_rows {
         by_conversation.entry(row.conversation_id).or_default().push(row);
     }
+    let files = wire::Files::of(files);
     let data: Vec<wire::Conversation> = rows
         .iter()
         .map(|c| {
             let own = by_conversation.remove(&c.id).unwrap_or_default();
-            conversation_object(links, channel, c, own, files, messages_limit)
+            conversation_object(links, channel, c, own, &files, messages_limit)
         })
         .collect();
     let additional = match rows.last() {
@@ -221,7 +222,14 @@ pub fn conversation_page(
     files: &[attachments::Attachment],
     limit: i64,
 ) -> Json<Success<wire::Conversation>> {
-    let object = conversation_object(links, channel, conversation, newest_first, files, limit);
+    let object = conversation_object(
+        links,
+        channel,
+        conversation,
+        newest_first,
+        &wire::Files::of(files),
+        limit,
+    );
     let additional = if object.next_messages_cursor.is_empty() {
         json!({})
     } else {
@@ -262,7 +270,7 @@ async fn message_of(
         .ok_or_else(|| ApiError::NotFound(format!("Unknown message {message}")))?;
     let files = attachments::of_rows(&state.db, std::slice::from_ref(&row)).await?;
     let own: Vec<&attachments::Attachment> = files.iter().collect();
-    Ok(Json(wire::message(&row, &own, links(state))))
+    Ok(Json(wire::message(row, &own, links(state))))
 }
 
 /// `getSenderById`: the business number or a customer of this channel.
