@@ -10,7 +10,7 @@ use chrono::Utc;
 use futures_util::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -101,6 +101,10 @@ pub struct Dispatch {
 /// before releasing the jobs they hold, so none inserted under it is left leased to nobody.
 pub struct Lease {
     taker: jobs::Taker,
+    /// The workers free when it was given, one per run of jobs it may take: jobs are leased at
+    /// their insert only when they can start at once. Leased to busy workers they waited for
+    /// a permit, in short runs, and a crash stranded them for the lease.
+    permits: Vec<OwnedSemaphorePermit>,
     /// Before the insert, so the lease measured from here ends no later than the one stored.
     since: Instant,
     _held: TaskTrackerToken,
@@ -114,27 +118,36 @@ impl Lease {
 }
 
 impl Dispatch {
-    /// Leave to insert leased jobs, or `None` once shutdown began (jobs are then queued for
-    /// whichever worker claims them).
+    /// Leave to insert leased jobs, as many runs of them as workers are free, or `None` when
+    /// none is or once shutdown began (jobs are then queued for whichever worker claims them).
     pub fn lease(&self) -> Option<Lease> {
         let held = self.worker.in_flight.token();
         if self.worker.shutdown.is_cancelled() {
+            return None;
+        }
+        let mut permits = Vec::new();
+        while let Ok(permit) = self.worker.permits.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        if permits.is_empty() {
             return None;
         }
         Some(Lease {
             taker: jobs::Taker {
                 worker: self.worker.id.clone(),
                 lease_seconds: self.worker.config.lease.as_secs_f64(),
+                runs: permits.len(),
             },
+            permits,
             since: Instant::now(),
             _held: held,
         })
     }
 
     /// Runs `jobs`, inserted under `lease` and committed (in id order): those of one ordering
-    /// key in a row, each key's as soon as a permit is free, and then the jobs queued behind
-    /// them in their keys, as after a claim.
-    pub fn run(&self, lease: Lease, jobs: Vec<Job>) {
+    /// key in a row, each run on one of the lease's workers, and then the jobs queued behind
+    /// them in their keys, as after a claim. The workers left over are free again.
+    pub fn run(&self, mut lease: Lease, jobs: Vec<Job>) {
         let mut runs: Vec<Vec<Job>> = Vec::new();
         let mut of_key: HashMap<String, usize> = HashMap::new();
         for job in jobs {
@@ -152,11 +165,16 @@ impl Dispatch {
         for run in runs {
             let worker = self.worker.clone();
             let since = lease.since;
+            // No more runs than `Taker::runs` are taken, so a permit is held for each.
+            let held = lease.permits.pop();
             self.worker.in_flight.spawn(async move {
-                let permit = tokio::select! {
-                    permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                    // Still leased to us: the shutdown releases them with every job we hold.
-                    _ = worker.shutdown.cancelled() => return,
+                let permit = match held {
+                    Some(permit) => permit,
+                    None => tokio::select! {
+                        permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                        // Still leased to us: the shutdown releases them with every job we hold.
+                        _ = worker.shutdown.cancelled() => return,
+                    },
                 };
                 run_chain(&worker, run, since).await;
                 drop(permit);

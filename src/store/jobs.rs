@@ -64,6 +64,8 @@ pub struct Taker {
     pub worker: String,
     /// The lease's length.
     pub lease_seconds: f64,
+    /// How many more runs (ordering keys, or single jobs without one) it can start at once.
+    pub runs: usize,
 }
 
 /// A claimed job.

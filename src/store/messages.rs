@@ -1,6 +1,6 @@
 //! Messages in both directions, their WhatsApp ids and their delivery status.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -186,41 +186,35 @@ struct StoredRow {
 /// queues their deliveries in the given order.
 ///
 /// With a `taker`, the deliveries of an ordering key that has no unfinished job are inserted
-/// leased to it, as a claim would leave them: the taker runs them, in order, once the
-/// transaction commits, without a claim.
+/// leased to it, as a claim would leave them, for as many keys as it has runs left (counted
+/// down): the taker runs them, in order, once the transaction commits, without a claim.
 pub async fn insert_received(
     conn: &mut PgConnection,
     received: &[Received],
-    taker: Option<&Taker>,
+    taker: Option<&mut Taker>,
 ) -> Result<Stored, sqlx::Error> {
     if received.is_empty() {
         return Ok(Stored::default());
     }
-    // Decided before the insert, by a statement of its own: inside it, the test made
-    // PostgreSQL plan the insert anew at every call (0.7 ms), as a plan for the batch at hand
-    // then looked much cheaper than the generic one.
-    let taken: Vec<bool> = match taker {
+    let mut taker = taker.filter(|t| t.runs > 0);
+    let taken = match taker {
         None => vec![false; received.len()],
-        Some(_) => {
+        Some(ref mut taker) => {
             let mut keys: Vec<String> = received
                 .iter()
                 .filter_map(|r| r.delivery.ordering_key.clone())
                 .collect();
             keys.sort_unstable();
             keys.dedup();
+            // Decided before the insert, by a statement of its own: inside it, the test made
+            // PostgreSQL plan the insert anew at every call (0.7 ms), as a plan for the batch
+            // at hand then looked much cheaper than the generic one.
             let busy: HashSet<String> = jobs::unfinished_keys(&mut *conn, &keys)
                 .await?
                 .into_iter()
                 .collect();
-            received
-                .iter()
-                .map(|r| {
-                    r.delivery
-                        .ordering_key
-                        .as_ref()
-                        .is_none_or(|key| !busy.contains(key))
-                })
-                .collect()
+            let keys = received.iter().map(|r| r.delivery.ordering_key.as_deref());
+            take(keys, &busy, &mut taker.runs)
         }
     };
     let column = |f: fn(&Received) -> String| received.iter().map(f).collect::<Vec<_>>();
@@ -303,8 +297,8 @@ pub async fn insert_received(
         &ordering_keys as &[Option<String>],
         &dedup_keys as &[Option<String>],
         &taken,
-        taker.map(|t| t.worker.as_str()),
-        taker.map_or(0.0, |t| t.lease_seconds),
+        taker.as_ref().map(|t| t.worker.as_str()),
+        taker.as_ref().map_or(0.0, |t| t.lease_seconds),
     )
     .fetch_all(conn)
     .await?;
@@ -330,6 +324,35 @@ pub async fn insert_received(
     }
     stored.taken.sort_by_key(|job| job.id);
     Ok(stored)
+}
+
+/// Which deliveries, given by ordering key, to lease at their insert: those of the first `runs`
+/// keys (or single jobs without one) that are not `busy`, all of a key or none of it, so that
+/// none is leased ahead of an earlier one of its key left queued.
+fn take<'a>(
+    keys: impl Iterator<Item = Option<&'a str>>,
+    busy: &HashSet<String>,
+    runs: &mut usize,
+) -> Vec<bool> {
+    let mut decided: HashMap<&str, bool> = HashMap::new();
+    let mut taken = Vec::new();
+    for key in keys {
+        let take = match key.and_then(|key| decided.get(key)) {
+            Some(&take) => take,
+            None => {
+                let take = *runs > 0 && key.is_none_or(|key| !busy.contains(key));
+                if take {
+                    *runs -= 1;
+                }
+                if let Some(key) = key {
+                    decided.insert(key, take);
+                }
+                take
+            }
+        };
+        taken.push(take);
+    }
+    taken
 }
 
 /// A stored message, located by WhatsApp id.
@@ -782,4 +805,35 @@ pub async fn for_delivery(
         .await?
     };
     Ok(rows.into_iter().map(ForDelivery::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_taken_whole_while_runs_last_and_never_when_busy() {
+        let busy = HashSet::from(["b".to_string()]);
+        let keys = [
+            Some("a"),
+            Some("b"),
+            None,
+            Some("a"),
+            Some("c"),
+            Some("d"),
+            Some("c"),
+            None,
+        ];
+        let mut runs = 3;
+        let taken = take(keys.into_iter(), &busy, &mut runs);
+        // a, the keyless job and c take the three runs; b is busy; d and the last keyless job
+        // find none left, and c's second delivery follows its first.
+        assert_eq!(taken, [true, false, true, true, true, false, true, false]);
+        assert_eq!(runs, 0);
+
+        let mut runs = 5;
+        let taken = take([Some("a"), Some("a"), None].into_iter(), &busy, &mut runs);
+        assert_eq!(taken, [true, true, true]);
+        assert_eq!(runs, 3);
+    }
 }

@@ -254,7 +254,7 @@ impl Batch {
         if self.deferred.is_empty() {
             return Ok(Vec::new());
         }
-        let stored = messages::insert_received(conn, &self.deferred, self.taker.as_ref()).await?;
+        let stored = messages::insert_received(conn, &self.deferred, self.taker.as_mut()).await?;
         self.taken.extend(stored.taken);
         let stored = stored.ids;
         for received in self.deferred.drain(..) {
