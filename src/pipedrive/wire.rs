@@ -25,12 +25,14 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     // formatting machinery (a `strftime` pattern before, `format!` since) cost more than the
     // rest of the rendering of those fields.
     let mut out = String::with_capacity(16);
-    // As `{:04}` does, the sign of a year before 1 BCE counts towards the four places.
     let year = at.year();
     if year < 0 {
+        // As `{:04}` does, the sign of a year before 1 BCE counts towards the four places.
         out.push('-');
+        push_padded(&mut out, year.unsigned_abs(), 3);
+    } else {
+        push_padded(&mut out, year.unsigned_abs(), 4);
     }
-    push_padded(&mut out, year.unsigned_abs(), if year < 0 { 3 } else { 4 });
     out.push('-');
     push_padded(&mut out, at.month(), 2);
     out.push('-');

@@ -165,7 +165,8 @@ impl Dispatch {
         for run in runs {
             let worker = self.worker.clone();
             let since = lease.since;
-            // No more runs than `Taker::runs` are taken, so a permit is held for each.
+            // Every run was counted against `Taker::runs`, so the lease holds a permit for
+            // each; were one missing, the run waits for a free worker rather than be stranded.
             let held = lease.permits.pop();
             self.worker.in_flight.spawn(async move {
                 let permit = match held {

@@ -89,13 +89,12 @@ fn render(entries: &[Entry]) -> String {
         let _ = write!(
             html,
             "<li class=\"entry{unseen}\"><button type=\"button\" data-open=\"{id}\">\
-<span class=\"customer\">{customer}</span><time datetime=\"{at}\">{at_text}</time>\
+<span class=\"customer\">{customer}</span>{at}\
 <span class=\"preview\">{preview}</span></button></li>",
             unseen = if e.seen { "" } else { " unseen" },
             id = e.id,
             customer = escape(&e.customer),
-            at = e.last_message_at.to_rfc3339(),
-            at_text = e.last_message_at.format("%Y-%m-%d %H:%M UTC"),
+            at = thread::time(e.last_message_at),
             preview = escape(&preview),
         );
     }

@@ -15,7 +15,7 @@ use crate::config::PublicUrl;
 use crate::crypto::Keys;
 use crate::http::html::escape;
 use crate::media;
-use crate::pipedrive::wire::REPLY_WINDOW;
+use crate::pipedrive::wire::{self, REPLY_WINDOW};
 use crate::store::attachments::{self, Attachment, AttachmentStatus};
 use crate::store::channels::{self, Channel};
 use crate::store::conversations::ConversationRow;
@@ -229,11 +229,11 @@ fn file_view(a: &Attachment, links: Links<'_>) -> FileView {
 }
 
 /// A time as the page shows it before its script turns it into the viewer's local time.
-fn time(at: DateTime<Utc>) -> String {
+pub fn time(at: DateTime<Utc>) -> String {
     format!(
-        "<time datetime=\"{}\">{}</time>",
+        "<time datetime=\"{}\">{} UTC</time>",
         at.to_rfc3339(),
-        at.format("%Y-%m-%d %H:%M UTC")
+        wire::timestamp(at)
     )
 }
 

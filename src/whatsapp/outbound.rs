@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::send;
 use super::templates::{self, TemplateMatch};
-use crate::pipedrive::wire::REPLY_WINDOW;
+use crate::pipedrive::wire::{self, REPLY_WINDOW};
 use crate::queue::{self, NewJob};
 use crate::store::channels::Channel;
 use crate::store::conversations::{self, ConversationRow};
@@ -201,7 +201,7 @@ pub fn window_open(last_inbound_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -
 
 fn closed_in_words(last_inbound_at: Option<DateTime<Utc>>) -> String {
     match last_inbound_at {
-        Some(at) => format!("closed at {} UTC", (at + REPLY_WINDOW).format("%Y-%m-%d %H:%M")),
+        Some(at) => format!("closed at {} UTC", wire::timestamp(at + REPLY_WINDOW)),
         None => "was never opened (the customer has not written yet)".into(),
     }
 }
