@@ -58,8 +58,10 @@ pub async fn insert_pending(
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
     sqlx::query!(
-        r#"INSERT INTO attachments (id, message_id, position, media_id, mime_type, filename)
-           VALUES ($1, $2, $3, $4, $5, $6)"#,
+        r#"WITH attachment AS (
+               INSERT INTO attachments (id, message_id, position, media_id, mime_type, filename)
+               VALUES ($1, $2, $3, $4, $5, $6))
+           UPDATE messages SET has_files = true WHERE id = $2 AND NOT has_files"#,
         id,
         message_id,
         position,
@@ -182,9 +184,11 @@ pub async fn insert_stored(
     let id = Uuid::now_v7();
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(content));
     sqlx::query!(
-        r#"INSERT INTO attachments (id, message_id, position, mime_type, filename, size_bytes, sha256,
-                                    content, status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'stored')"#,
+        r#"WITH attachment AS (
+               INSERT INTO attachments (id, message_id, position, mime_type, filename, size_bytes,
+                                        sha256, content, status)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'stored'))
+           UPDATE messages SET has_files = true WHERE id = $2 AND NOT has_files"#,
         id,
         message_id,
         position,

@@ -224,7 +224,7 @@ pub async fn with_page(
                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                   m.id, m.direction, m.sender_id, m.kind, m.body, m.status, m.error_code,
                   m.error_title, m.error_detail, m.sent_at,
-                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id)
+                  m.has_files
            FROM (SELECT * FROM messages
                  WHERE conversation_id = $2 AND (sent_at, id) < ($3, $4)
                  ORDER BY sent_at DESC, id DESC

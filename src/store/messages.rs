@@ -503,7 +503,7 @@ pub async fn latest_of(
                   m.direction AS "direction!: Direction", m.sender_id AS "sender_id!", m.kind AS "kind!",
                   m.body AS "body!", m.status AS "status!: MessageStatus", m.error_code, m.error_title,
                   m.error_detail, m.sent_at AS "sent_at!",
-                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id) AS "has_files!"
+                  m.has_files
            FROM unnest($1::uuid[]) AS c(id)
            CROSS JOIN LATERAL (
                SELECT * FROM messages WHERE conversation_id = c.id
@@ -525,7 +525,7 @@ pub async fn find_row(
         MessageRow,
         r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
                   status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at,
-                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = messages.id) AS "has_files!"
+                  has_files
            FROM messages WHERE channel_id = $1 AND id = $2"#,
         channel_id,
         id,
@@ -759,7 +759,7 @@ pub async fn for_delivery(
             r#"SELECT m.id, m.conversation_id, m.channel_id, m.direction AS "direction: Direction",
                       m.sender_id, m.kind, m.body, m.status AS "status: MessageStatus", m.error_code,
                       m.error_title, m.error_detail, m.sent_at,
-                      EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id) AS "has_files!",
+                      m.has_files,
                       ch.phone_number_id, ch.display_phone_number, ch.verified_name, ch.installation_id,
                       ch.company_id, ch.pipedrive_channel_id, ch.mode AS "mode: ChannelMode",
                       ch.created_at AS channel_created_at, ch.updated_at AS channel_updated_at,
@@ -794,7 +794,7 @@ pub async fn for_delivery(
                       i.token_expires_at, i.status AS "installation_status?: InstallationStatus"
                FROM unnest((SELECT $1::uuid[])) AS wanted (id)
                     CROSS JOIN LATERAL (
-                        SELECT msg.*, EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = msg.id) AS has_files
+                        SELECT msg.*
                         FROM messages msg WHERE msg.id = wanted.id LIMIT 1
                     ) m
                     JOIN channels ch ON ch.id = m.channel_id

@@ -241,7 +241,7 @@ pub async fn messages_between(
         MessageRow,
         r#"SELECT id, conversation_id, channel_id, direction AS "direction: Direction", sender_id, kind, body,
                   status AS "status: MessageStatus", error_code, error_title, error_detail, sent_at,
-                  EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = messages.id) AS "has_files!"
+                  has_files
            FROM messages
            WHERE conversation_id = $1 AND sent_at >= $2 AND sent_at < $3
            ORDER BY sent_at, id"#,

@@ -564,14 +564,15 @@ async fn get_message_by_id_hands_out_fresh_working_attachment_links() {
         .fetch_one(&app.db)
         .await
         .unwrap();
-    let attachment = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO attachments (id, message_id, mime_type, filename, size_bytes, sha256, content, status)
-         VALUES ($1, $2, 'image/png', 'p.png', 4, 'x', '\\x89504e47', 'stored')",
+    let mut conn = app.db.acquire().await.unwrap();
+    let attachment = pipedrive_whatsapp::store::attachments::insert_stored(
+        &mut conn,
+        message,
+        0,
+        "image/png",
+        Some("p.png"),
+        b"\x89PNG",
     )
-    .bind(attachment)
-    .bind(message)
-    .execute(&app.db)
     .await
     .unwrap();
     let route = format!("/api/channels/{}/messages/{message}", PHONE_NUMBER_IDS[0]);
