@@ -40,7 +40,8 @@ impl Application {
         listener: TcpListener,
         workers: WorkerConfig,
     ) -> anyhow::Result<Self> {
-        let db = store::pool(&config.database_url, 20).context("DATABASE_URL: invalid connection string")?;
+        let db = store::pool(&config.database_url, config.database_max_connections)
+            .context("DATABASE_URL: invalid connection string")?;
         store::wait_until_reachable(&db, 30)
             .await
             .context("DATABASE_URL: database not reachable")?;

@@ -50,6 +50,8 @@ impl<S: std::hash::BuildHasher> Source for std::collections::HashMap<String, Str
 pub struct Config {
     /// PostgreSQL connection string.
     pub database_url: SecretString,
+    /// Most connections the service's main pool opens (the queue's bookkeeping keeps a few more).
+    pub database_max_connections: u32,
     /// HTTPS base URL at which Pipedrive, Meta and browsers reach this service.
     pub public_url: PublicUrl,
     /// Socket address the HTTP server binds.
@@ -563,6 +565,15 @@ impl Config {
                 "a PostgreSQL URL such as postgres://user:password@host:5432/db",
                 parse_database_url,
             )?,
+            // The webhook writers and the ingest loop hold five of them under load. More than
+            // a few per core only makes PostgreSQL's processes queue for the CPU instead of for
+            // a connection, which lengthens the tail of every read (BENCHMARKS.md).
+            database_max_connections: r.parsed(
+                "DATABASE_MAX_CONNECTIONS",
+                Some("8"),
+                "a whole number of connections (8 to 1000)",
+                whole(8, 1000),
+            )?,
             public_url: r.public_url()?,
             listen_addr: r.parsed(
                 "LISTEN_ADDR",
@@ -688,6 +699,10 @@ impl Config {
             (
                 "DATABASE_URL",
                 db.map(|u| u.to_string()).unwrap_or_else(|| HIDDEN.into()),
+            ),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                self.database_max_connections.to_string(),
             ),
             ("PUBLIC_URL", self.public_url.to_string()),
             ("LISTEN_ADDR", self.listen_addr.to_string()),
@@ -816,6 +831,7 @@ mod tests {
             }
         );
         assert_eq!(config.outbound_timeout, Duration::from_secs(30));
+        assert_eq!(config.database_max_connections, 8);
     }
 
     #[test]
@@ -929,6 +945,8 @@ mod tests {
             ("SECRET_KEY", "c2hvcnQ="),
             ("LOG_FORMAT", "xml"),
             ("DATABASE_URL", "mysql://x@y/z"),
+            ("DATABASE_MAX_CONNECTIONS", "4"),
+            ("DATABASE_MAX_CONNECTIONS", "many"),
             ("PIPEDRIVE_OAUTH_URL", "ftp://oauth.example.com"),
             ("PIPEDRIVE_SINK", "channels"),
             ("CREATE_PERSONS", "maybe"),
