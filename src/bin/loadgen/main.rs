@@ -89,6 +89,9 @@ enum Scenario {
         concurrency: u64,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Every Nth message of a conversation is a photo with a stored attachment (0: none).
+        #[arg(long, default_value_t = 0)]
+        media_every: u32,
     },
     /// Ceilings of the machine: a no-op axum route and bare single-row INSERTs.
     Baseline {
@@ -182,7 +185,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             conversations,
             concurrency,
             seconds,
-        } => scenarios::history(&options, messages, conversations, concurrency, seconds).await,
+            media_every,
+        } => {
+            scenarios::history(
+                &options,
+                messages,
+                conversations,
+                concurrency,
+                seconds,
+                media_every,
+            )
+            .await
+        }
         Scenario::Baseline { concurrency, seconds } => {
             scenarios::baseline(&options, concurrency, seconds).await
         }

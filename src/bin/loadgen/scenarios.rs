@@ -140,20 +140,26 @@ pub async fn drain(
 }
 
 /// `history`: a store of `messages` messages in `conversations` conversations, read the way
-/// Pipedrive reads it, with default limits (30 conversations × 30 messages, 30 messages).
+/// Pipedrive reads it, with default limits (30 conversations × 30 messages, 30 messages); every
+/// `media_every`th message of a conversation carries a photo (0: none).
 pub async fn history(
     options: &Options,
     messages: u64,
     conversations: u64,
     concurrency: u64,
     seconds: u64,
+    media_every: u32,
 ) -> anyhow::Result<bool> {
     let d = Deployment::start(options).await?;
     let idle = d.service.memory();
     let seeded_at = std::time::Instant::now();
-    let ids = std::sync::Arc::new(seed_history(&d, messages, conversations).await?);
+    let ids = std::sync::Arc::new(seed_history(&d, messages, conversations, media_every).await?);
+    let media = match media_every {
+        0 => String::new(),
+        n => format!(", every {n}th with a photo"),
+    };
     println!(
-        "scenario history: seeded {messages} messages in {conversations} conversations in {:.1} s",
+        "scenario history: seeded {messages} messages in {conversations} conversations{media} in {:.1} s",
         seeded_at.elapsed().as_secs_f64()
     );
     let base = d.service.url(&format!(
@@ -331,9 +337,15 @@ async fn read_loop(
 }
 
 /// Fills the store with `conversations` customers and `messages` messages spread evenly over
-/// them (two inbound to one outbound, a minute apart, each with its raw payload); the
-/// conversation ids.
-async fn seed_history(d: &Deployment, messages: u64, conversations: u64) -> anyhow::Result<Vec<String>> {
+/// them (two inbound to one outbound, a minute apart, each with its raw payload; every
+/// `media_every`th a photo whose attachment is stored, its bytes left out as the reads never
+/// touch them); the conversation ids.
+async fn seed_history(
+    d: &Deployment,
+    messages: u64,
+    conversations: u64,
+    media_every: u32,
+) -> anyhow::Result<Vec<String>> {
     let per_conversation = (messages / conversations).max(1) as i32;
     let mut tx = d.db.begin().await?;
     sqlx::query(
@@ -352,19 +364,21 @@ async fn seed_history(d: &Deployment, messages: u64, conversations: u64) -> anyh
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO messages (id, conversation_id, channel_id, direction, wamid, sender_id, kind, body, raw, status, sent_at)
+        "INSERT INTO messages (id, conversation_id, channel_id, direction, wamid, sender_id, kind, body, raw, status,
+                               sent_at, has_files)
          SELECT gen_random_uuid(), c.id, c.channel_id,
                 CASE WHEN m % 3 = 0 THEN 'outbound' ELSE 'inbound' END,
                 'wamid.HISTORY.' || c.id || '.' || m,
                 CASE WHEN m % 3 = 0 THEN $2 ELSE c.contact_id::text END,
-                'text',
+                CASE WHEN $4 > 0 AND m % $4 = 0 THEN 'image' ELSE 'text' END,
                 'Message ' || m || ' of this conversation: could you confirm the delivery date and the invoice address?',
                 CASE WHEN m % 3 = 0 THEN NULL ELSE jsonb_build_object(
                     'from', k.wa_id, 'id', 'wamid.HISTORY.' || c.id || '.' || m, 'type', 'text',
                     'timestamp', extract(epoch FROM c.last_message_at)::bigint::text,
                     'text', jsonb_build_object('body', 'Message ' || m)) END,
                 CASE WHEN m % 3 = 0 THEN 'read' ELSE 'sent' END,
-                c.last_message_at - make_interval(mins => $3 - m)
+                c.last_message_at - make_interval(mins => $3 - m),
+                $4 > 0 AND m % $4 = 0
          FROM conversations c JOIN contacts k ON k.id = c.contact_id
          CROSS JOIN generate_series(1, $3) m
          WHERE c.channel_id = $1",
@@ -372,12 +386,22 @@ async fn seed_history(d: &Deployment, messages: u64, conversations: u64) -> anyh
     .bind(d.channel_id)
     .bind(deployment::PHONE_NUMBER_ID)
     .bind(per_conversation)
+    .bind(media_every as i32)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO attachments (id, message_id, media_id, mime_type, filename, size_bytes, sha256, status)
+         SELECT gen_random_uuid(), id, 'media.' || id, 'image/jpeg', 'photo.jpg', 48213,
+                md5(id::text) || md5(wamid), 'stored'
+         FROM messages WHERE has_files",
+    )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     sqlx::query("VACUUM ANALYZE messages").execute(&d.db).await?;
     sqlx::query("VACUUM ANALYZE conversations").execute(&d.db).await?;
     sqlx::query("VACUUM ANALYZE contacts").execute(&d.db).await?;
+    sqlx::query("VACUUM ANALYZE attachments").execute(&d.db).await?;
     Ok(
         sqlx::query_scalar("SELECT id::text FROM conversations WHERE channel_id = $1")
             .bind(d.channel_id)
