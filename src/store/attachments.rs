@@ -1,14 +1,14 @@
 //! Media of messages: metadata, download state, and the bytes themselves.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::messages::MessageRow;
 
 /// Download state of an attachment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum AttachmentStatus {
@@ -21,7 +21,7 @@ pub enum AttachmentStatus {
 }
 
 /// An attachment without its bytes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attachment {
     /// Our id.
     pub id: Uuid,

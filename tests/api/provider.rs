@@ -603,5 +603,47 @@ async fn get_message_by_id_hands_out_fresh_working_attachment_links() {
         .unwrap();
     assert_eq!(bytes.as_ref(), b"\x89PNG");
     assert_eq!(first.status, MessageStatus::Sent);
+
+    // The pages of conversations carry the same attachments, in position order.
+    let second_file = pipedrive_whatsapp::store::attachments::insert_stored(
+        &mut conn,
+        message,
+        1,
+        "application/pdf",
+        Some("invoice.pdf"),
+        b"%PDF",
+    )
+    .await
+    .unwrap();
+    let conversation: Uuid = sqlx::query_scalar("SELECT conversation_id FROM messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let by_id: ConversationResponse = app
+        .provider_get(&format!(
+            "/api/channels/{}/conversations/{conversation}",
+            PHONE_NUMBER_IDS[0]
+        ))
+        .await;
+    let listed: ConversationsResponse = app
+        .provider_get(&format!("/api/channels/{}/conversations", PHONE_NUMBER_IDS[0]))
+        .await;
+    for conversation in [&by_id.data, &listed.data[0]] {
+        let files = conversation.messages.as_ref().unwrap()[0]
+            .attachments
+            .as_ref()
+            .unwrap();
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|f| (f.id.as_str(), f.mime_type.as_str()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                (attachment.to_string().as_str(), "image/png"),
+                (second_file.to_string().as_str(), "application/pdf")
+            ]
+        );
+    }
     app.stop().await;
 }

@@ -198,16 +198,15 @@ pub async fn conversation(
     .await?
     .unzip();
     let channel = active(channel, &provider_channel_id)?;
-    let (row, page) = found
+    let page = found
         .flatten()
         .ok_or_else(|| ApiError::NotFound(format!("Unknown conversation {conversation}")))?;
-    let files = attachments::of_rows(&state.db, &page).await?;
     Ok(conversation_page(
         links(&state),
         &channel,
-        &row,
-        page,
-        &files,
+        &page.conversation,
+        page.messages,
+        &page.files,
         limit,
     ))
 }
