@@ -194,7 +194,7 @@ pub struct Page {
     pub conversation: ConversationRow,
     /// Its messages, newest first.
     pub messages: Vec<MessageRow>,
-    /// The attachments of those messages, in message and position order.
+    /// The attachments of those messages, each message's together and in position order.
     pub files: Vec<Attachment>,
 }
 
