@@ -560,7 +560,7 @@ async fn get_message_by_id_hands_out_fresh_working_attachment_links() {
     ))
     .await;
     stored(&app.db, 1).await;
-    let message: Uuid = sqlx::query_scalar("SELECT id FROM messages")
+    let (message, conversation): (Uuid, Uuid) = sqlx::query_as("SELECT id, conversation_id FROM messages")
         .fetch_one(&app.db)
         .await
         .unwrap();
@@ -615,10 +615,6 @@ async fn get_message_by_id_hands_out_fresh_working_attachment_links() {
     )
     .await
     .unwrap();
-    let conversation: Uuid = sqlx::query_scalar("SELECT conversation_id FROM messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
     let by_id: ConversationResponse = app
         .provider_get(&format!(
             "/api/channels/{}/conversations/{conversation}",
