@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipedrive_whatsapp::whatsapp::signature;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::clock;
@@ -69,6 +69,9 @@ pub struct Posted {
     pub samples: Vec<Sample>,
     /// From the first post to the last answer.
     pub elapsed: Duration,
+    /// How long after its due time each post of an open loop left (none for a closed loop):
+    /// the generator's own error, which every latency of the run includes.
+    pub lateness: Option<Summary>,
 }
 
 impl Posted {
@@ -125,9 +128,10 @@ pub async fn open_loop(url: &str, shape: Shape, first: u64, rate: u64, duration:
     let in_flight = Arc::new(Semaphore::new(8192));
     let mut tasks = JoinSet::new();
     let start = clock::now();
-    for i in 0..total {
-        let due = start + i * interval_ns;
-        tokio::time::sleep_until(clock::instant(due).into()).await;
+    let mut due_times = pace(start, interval_ns, total);
+    let mut lateness = Vec::with_capacity(total as usize);
+    while let Some((i, due)) = due_times.recv().await {
+        lateness.push(Duration::from_nanos(clock::now().saturating_sub(due)));
         let permit = in_flight.clone().acquire_owned().await.expect("never closed");
         let (client, url) = (client.clone(), url.to_string());
         tasks.spawn(async move {
@@ -140,7 +144,28 @@ pub async fn open_loop(url: &str, shape: Shape, first: u64, rate: u64, duration:
     Posted {
         samples,
         elapsed: Duration::from_nanos(clock::now() - start),
+        lateness: Some(Summary::of(lateness.into_iter())),
     }
+}
+
+/// The sequence numbers of `total` posts and their due times, each handed over when it is due
+/// by a thread of its own. Tokio's timers round up to whole milliseconds: paced by them, posts
+/// left 0.4 ms late at the median and 1.3 ms at p99, and every latency counted that lateness of
+/// the generator as the service's.
+fn pace(start: u64, interval_ns: u64, total: u64) -> mpsc::UnboundedReceiver<(u64, u64)> {
+    let (due_times, receiver) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for i in 0..total {
+            let due = start + i * interval_ns;
+            if let Some(wait) = due.checked_sub(clock::now()) {
+                std::thread::sleep(Duration::from_nanos(wait));
+            }
+            if due_times.send((i, due)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// `concurrency` posters, each posting as soon as its previous post was answered, until
@@ -175,6 +200,7 @@ pub async fn closed_loop(
     Posted {
         samples,
         elapsed: Duration::from_nanos(clock::now() - start),
+        lateness: None,
     }
 }
 

@@ -432,6 +432,9 @@ fn print_posted(posted: &Posted) {
         posted.throughput()
     );
     println!("  ack latency                        {}", posted.ack_latency());
+    if let Some(lateness) = &posted.lateness {
+        println!("  posts left after their due time    {lateness}");
+    }
 }
 
 fn fmt_secs(d: Duration) -> String {
