@@ -1,7 +1,7 @@
 //! The raw webhook inbox: bodies as Meta signed them, committed before Meta gets its 200 and
 //! processed afterwards.
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 
 /// A stored, not yet processed webhook body.
 #[derive(Debug)]
@@ -33,34 +33,41 @@ pub async fn insert_many(db: impl PgExecutor<'_>, bodies: &[&[u8]]) -> Result<Ve
     Ok(ids)
 }
 
-/// Advisory lock key of the inbox ("pw-ingst").
-const INBOX_LOCK: i64 = 0x7077_2d69_6e67_7374;
-
-/// Waits until no other process is working through the inbox, then holds it for the rest of the
-/// caller's transaction. Replicas taking interleaved batches side by side could store a
-/// conversation's later message before its earlier one, and the later delivery would overtake;
-/// one batch at a time keeps arrival order across replicas.
-pub async fn lock_inbox(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT true AS "locked!" FROM pg_advisory_xact_lock($1)"#,
-        INBOX_LOCK
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok(())
+/// Opens a transaction that holds the inbox: waits until no other process is working through
+/// it, then keeps it until the transaction ends. Replicas taking interleaved batches side by
+/// side could store a conversation's later message before its earlier one, and the later
+/// delivery would overtake; one batch at a time keeps arrival order across replicas. The lock
+/// rides on the `BEGIN`, in one round trip instead of two: every batch pays it, and a message
+/// waits for one batch before it and for its own. A lock that fails leaves the transaction
+/// aborted, which sqlx reports as a failed `BEGIN`.
+pub async fn begin_holding_inbox(db: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    // The key spells "pw-ingst" (0x7077_2d69_6e67_7374).
+    db.begin_with("BEGIN; SELECT pg_advisory_xact_lock(8103995985323586420)")
+        .await
 }
 
-/// Locks up to `limit` pending events for processing in the caller's transaction; events
-/// another process is working on are skipped.
-pub async fn lock_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<PendingEvent>, sqlx::Error> {
-    sqlx::query_as!(
+/// What [`take_pending`] marks the events it takes: how most of them end.
+const TAKEN: &str = "processed";
+
+/// Locks up to `limit` pending events, oldest first, for processing in the caller's
+/// transaction, and marks them `processed` as most of them end: a batch then needs no second
+/// statement to record its outcome, only [`finish_all`] for the events that end otherwise.
+/// Events another process is working on are skipped.
+pub async fn take_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<PendingEvent>, sqlx::Error> {
+    let mut events = sqlx::query_as!(
         PendingEvent,
-        r#"SELECT id, body, received_at FROM webhook_events WHERE state = 'pending'
-           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+        r#"UPDATE webhook_events SET state = $2, note = NULL, processed_at = now()
+           WHERE id IN (SELECT id FROM webhook_events WHERE state = 'pending'
+                        ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+           RETURNING id, body, received_at"#,
         limit,
+        TAKEN,
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    // RETURNING promises no order; events are processed in arrival order.
+    events.sort_unstable_by_key(|event| event.id);
+    Ok(events)
 }
 
 /// Records how processing ended: `processed`, `parked` (for an unknown number) or `failed`.
@@ -81,7 +88,8 @@ pub async fn finish(
     Ok(())
 }
 
-/// How each event of a batch ended, for [`finish_all`].
+/// How the events of a batch ended where it differs from how [`take_pending`] marked them, for
+/// [`finish_all`].
 #[derive(Debug, Default)]
 pub struct Finished {
     /// Inbox ids.
@@ -93,20 +101,25 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// Adds one event.
+    /// Adds one event, unless it ended as [`take_pending`] marked it.
     pub fn push(&mut self, id: i64, state: &str, note: Option<String>) {
+        if state == TAKEN && note.is_none() {
+            return;
+        }
         self.ids.push(id);
         self.states.push(state.to_string());
         self.notes.push(note);
     }
 }
 
-/// Records how a batch of events ended, in one statement.
+/// Records how the events of `finished` ended, in one statement; none when it is empty.
 pub async fn finish_all(conn: &mut PgConnection, finished: &Finished) -> Result<(), sqlx::Error> {
     // A lone event takes the single-id statement: PostgreSQL plans the array form anew at every
     // call (its generic plan assumes ten events), which costs more than running it.
-    if let ([id], [state], [note]) = (&finished.ids[..], &finished.states[..], &finished.notes[..]) {
-        return finish(conn, *id, state, note.as_deref()).await;
+    match (&finished.ids[..], &finished.states[..], &finished.notes[..]) {
+        ([], ..) => return Ok(()),
+        ([id], [state], [note]) => return finish(conn, *id, state, note.as_deref()).await,
+        _ => {}
     }
     sqlx::query!(
         r#"UPDATE webhook_events e SET state = f.state, note = f.note, processed_at = now()

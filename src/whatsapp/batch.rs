@@ -1,7 +1,7 @@
 //! What the ingest loop carries from one notification to the next of a batch: the channels and
 //! customers already looked up, and the plain messages waiting to be stored together. A batch
 //! of a few hundred text messages, new customers among them, then costs a handful of statements
-//! instead of a few per message.
+//! instead of a few per message. The channels found are also carried from one batch to the next.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::payload::Notification;
-use crate::store::channels::{self, Channel};
+use crate::store::channels;
 use crate::store::contacts::{self, Identity};
 use crate::store::conversations::{self, NewCustomer};
 use crate::store::jobs::{Job, Taker};
@@ -47,10 +47,27 @@ pub struct Customer {
     profile_name: Option<String>,
 }
 
+/// A channel as the ingest needs it: its id and number, which stay as they are for as long as
+/// the row exists.
+#[derive(Debug, Clone)]
+pub struct KnownChannel {
+    /// The channel.
+    pub id: Uuid,
+    /// Its WhatsApp phone number id.
+    pub phone_number_id: String,
+}
+
+/// The channels found by earlier batches, by phone number id. The ingest loop keeps them from
+/// one batch to the next, which spares each batch a round trip before anything else; a batch
+/// that fails starts again without them, in case a channel was removed.
+pub type KnownChannels = HashMap<String, KnownChannel>;
+
 /// The state of one batch, valid inside its transaction only.
 #[derive(Debug, Default)]
 pub struct Batch {
-    channels: HashMap<String, Option<Channel>>,
+    channels: KnownChannels,
+    /// Phone number ids without a channel; asked again by the next batch, as one may be added.
+    no_channel: HashSet<String>,
     customers: HashMap<CustomerKey, Customer>,
     /// Identities the prefetch found no contact for.
     unknown: HashSet<CustomerKey>,
@@ -73,24 +90,44 @@ impl Batch {
         }
     }
 
+    /// The batch, knowing the channels of `known` without looking them up.
+    pub fn knowing(mut self, known: KnownChannels) -> Self {
+        self.channels = known;
+        self
+    }
+
+    /// The channels this batch knew or found, for the next.
+    pub fn into_known_channels(self) -> KnownChannels {
+        self.channels
+    }
+
     /// The deliveries leased to the taker so far; the caller runs them once the batch committed.
     pub fn take_leased(&mut self) -> Vec<Job> {
         std::mem::take(&mut self.taken)
     }
 
-    /// The channel of a phone number id (`None`: not one of ours), read once per batch: a
-    /// number's channel row never changes its id.
+    /// The channel of a phone number id (`None`: not one of ours), read at most once per batch.
     pub async fn channel(
         &mut self,
         conn: &mut PgConnection,
         phone_number_id: &str,
-    ) -> Result<Option<Channel>, sqlx::Error> {
+    ) -> Result<Option<KnownChannel>, sqlx::Error> {
         if let Some(channel) = self.channels.get(phone_number_id) {
-            return Ok(channel.clone());
+            return Ok(Some(channel.clone()));
         }
-        let channel = channels::find_by_phone_number_id(&mut *conn, phone_number_id).await?;
+        if self.no_channel.contains(phone_number_id) {
+            return Ok(None);
+        }
+        let Some(channel) = channels::find_by_phone_number_id(&mut *conn, phone_number_id).await? else {
+            self.no_channel.insert(phone_number_id.to_string());
+            return Ok(None);
+        };
+        let channel = KnownChannel {
+            id: channel.id,
+            phone_number_id: channel.phone_number_id,
+        };
         self.channels.insert(phone_number_id.to_string(), channel.clone());
-        Ok(channel)
+        Ok(Some(channel))
     }
 
     /// Looks up, in one round trip, the customers who wrote (or, for echoes, received) the

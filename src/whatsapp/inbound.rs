@@ -14,14 +14,13 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::batch::Batch;
+use super::batch::{Batch, KnownChannel};
 use super::payload::{self, Change, MessageHead, MessagesValue, Notification, Status};
 use super::render::{self, Quotes};
 use super::send;
 use crate::media;
 use crate::pipedrive::delivery;
 use crate::queue::{self, NewJob};
-use crate::store::channels::Channel;
 use crate::store::contacts::Known;
 use crate::store::messages::{self, Direction, Failure, MessageStatus, Received};
 use crate::store::{attachments, contacts, conversations, templates};
@@ -207,7 +206,7 @@ async fn customer_of(
 async fn store_message(
     conn: &mut PgConnection,
     batch: &mut Batch,
-    channel: &Channel,
+    channel: &KnownChannel,
     item: &Value,
     profiles: &HashMap<&str, &str>,
     direction: Direction,

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::batch::Batch;
+use super::batch::{Batch, KnownChannels};
 use super::inbound::{self, IngestError};
 use crate::queue::Dispatch;
 use crate::store::{self, webhook_events};
@@ -35,8 +35,9 @@ pub fn spawn(
     tracker: &TaskTracker,
 ) {
     tracker.spawn(async move {
+        let mut known = KnownChannels::new();
         loop {
-            let pause = match process_batch(&db, &dispatch).await {
+            let pause = match process_batch(&db, &dispatch, &mut known).await {
                 Ok(0) => POLL,
                 Ok(_) => Duration::ZERO,
                 Err(error) => {
@@ -56,9 +57,14 @@ pub fn spawn(
     });
 }
 
-/// Processes up to one batch; returns how many events it took.
-pub async fn process_batch(db: &PgPool, dispatch: &Dispatch) -> Result<usize, sqlx::Error> {
-    match process_at_once(db, dispatch).await? {
+/// Processes up to one batch, knowing the channels of `known` and adding those it finds;
+/// returns how many events it took.
+async fn process_batch(
+    db: &PgPool,
+    dispatch: &Dispatch,
+    known: &mut KnownChannels,
+) -> Result<usize, sqlx::Error> {
+    match process_at_once(db, dispatch, known).await? {
         Some(taken) => Ok(taken),
         // An event failed and the whole batch was rolled back: event by event now, so the
         // failure stays with its event and the others go through.
@@ -67,11 +73,16 @@ pub async fn process_batch(db: &PgPool, dispatch: &Dispatch) -> Result<usize, sq
 }
 
 /// The common case: the whole batch in one transaction without savepoints (two round trips
-/// fewer per event), its customers looked up at once, its plain messages stored together and
-/// its events marked done in one statement, its deliveries leased to `dispatch`'s workers and
-/// handed to them after the commit. `None` when an event failed for a reason of its own;
-/// nothing of the batch is then kept.
-async fn process_at_once(db: &PgPool, dispatch: &Dispatch) -> Result<Option<usize>, sqlx::Error> {
+/// fewer per event), its customers looked up at once, its plain messages stored together, its
+/// events marked done as they are taken (the few that end otherwise corrected in one
+/// statement), its deliveries leased to `dispatch`'s workers and handed to them after the
+/// commit. `None` when an event failed for a reason of its own; nothing of the batch is then
+/// kept, nor the channels of `known`, which the batch takes and gives back only if it succeeds.
+async fn process_at_once(
+    db: &PgPool,
+    dispatch: &Dispatch,
+    known: &mut KnownChannels,
+) -> Result<Option<usize>, sqlx::Error> {
     let (mut tx, events) = take_batch(db).await?;
     if events.is_empty() {
         return Ok(Some(0));
@@ -87,12 +98,17 @@ async fn process_at_once(db: &PgPool, dispatch: &Dispatch) -> Result<Option<usiz
     };
     let mut batch = lease
         .as_ref()
-        .map_or_else(Batch::default, |lease| Batch::taken_by(lease.taker()));
+        .map_or_else(Batch::default, |lease| Batch::taken_by(lease.taker()))
+        .knowing(std::mem::take(known));
     batch.prefetch(&mut tx, &notifications).await?;
     let mut finished = webhook_events::Finished::default();
+    let mut states = Vec::with_capacity(events.len());
     for (event, notification) in events.iter().zip(&notifications) {
         match inbound::process(&mut tx, notification, &mut batch).await {
-            Ok(outcome) => finished.push(event.id, outcome.state(), outcome.note()),
+            Ok(outcome) => {
+                states.push(outcome.state());
+                finished.push(event.id, outcome.state(), outcome.note());
+            }
             Err(IngestError::Database(error)) if retry_whole_batch(&error) => return Err(error),
             Err(_) => return Ok(None),
         }
@@ -107,8 +123,9 @@ async fn process_at_once(db: &PgPool, dispatch: &Dispatch) -> Result<Option<usiz
     if let Some(lease) = lease {
         dispatch.run(lease, batch.take_leased());
     }
-    for (event, state) in events.iter().zip(&finished.states) {
-        metrics::counter!("webhook_events_processed_total", "state" => state.clone()).increment(1);
+    *known = batch.into_known_channels();
+    for (event, state) in events.iter().zip(states) {
+        metrics::counter!("webhook_events_processed_total", "state" => state).increment(1);
         record_lag(event);
     }
     Ok(Some(events.len()))
@@ -153,7 +170,7 @@ async fn process_alone(
 }
 
 /// Opens the batch's transaction, waits for the inbox (one batch at a time across replicas) and
-/// locks the oldest pending events.
+/// takes the oldest pending events.
 async fn take_batch(
     db: &PgPool,
 ) -> Result<
@@ -163,9 +180,8 @@ async fn take_batch(
     ),
     sqlx::Error,
 > {
-    let mut tx = db.begin().await?;
-    webhook_events::lock_inbox(&mut tx).await?;
-    let events = webhook_events::lock_pending(&mut tx, BATCH).await?;
+    let mut tx = webhook_events::begin_holding_inbox(db).await?;
+    let events = webhook_events::take_pending(&mut tx, BATCH).await?;
     Ok((tx, events))
 }
 
