@@ -135,7 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve().await,
         Command::Migrate => {
             let config = load_config()?;
-            crate::telemetry::init(config.log_format);
+            crate::telemetry::init(config.log_format, &config.log_filter);
             let db = connect(&config).await?;
             store::migrate(&db).await.context("applying migrations")?;
             println!("migrations applied");
@@ -178,7 +178,7 @@ async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
 
 async fn serve() -> anyhow::Result<()> {
     let config = load_config()?;
-    crate::telemetry::init(config.log_format);
+    crate::telemetry::init(config.log_format, &config.log_filter);
     let application = Application::build(config).await?;
     let shutdown = application.shutdown_token();
     tokio::spawn(async move {
@@ -300,7 +300,7 @@ async fn channels(action: ChannelsAction) -> anyhow::Result<()> {
 
 async fn backfill(company_id: Option<i64>, since: Option<chrono::NaiveDate>) -> anyhow::Result<()> {
     let config = load_config()?;
-    crate::telemetry::init(config.log_format);
+    crate::telemetry::init(config.log_format, &config.log_filter);
     let db = connect(&config).await?;
     store::migrate(&db).await.context("applying migrations")?;
     let state = AppState::new(config, db);

@@ -12,6 +12,8 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::telemetry::LogFilter;
+
 /// A configuration variable that is missing or malformed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{var}: {problem}; expected {expected}")]
@@ -68,6 +70,8 @@ pub struct Config {
     pub timeline: TimelineConfig,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Which log events are written.
+    pub log_filter: LogFilter,
     /// Job queue tuning.
     pub queue: QueueConfig,
     /// Longest wait for an answer to a call to Pipedrive or the Graph API.
@@ -676,6 +680,12 @@ impl Config {
                 "json or pretty",
                 parse_log_format,
             )?,
+            log_filter: r.parsed(
+                "RUST_LOG",
+                Some("info"),
+                "a level, then `target=level` directives, comma-separated, e.g. info,sqlx=warn",
+                str::parse,
+            )?,
             queue: queue_config(&r)?,
             outbound_timeout: r.parsed(
                 "OUTBOUND_TIMEOUT_SECONDS",
@@ -750,6 +760,7 @@ impl Config {
                     LogFormat::Pretty => "pretty".into(),
                 },
             ),
+            ("RUST_LOG", self.log_filter.to_string()),
             ("QUEUE_CONCURRENCY", self.queue.concurrency.to_string()),
             ("QUEUE_LEASE_SECONDS", self.queue.lease.as_secs_f64().to_string()),
             (
@@ -832,6 +843,7 @@ mod tests {
         );
         assert_eq!(config.outbound_timeout, Duration::from_secs(30));
         assert_eq!(config.database_max_connections, 8);
+        assert!(config.redacted_listing().contains("RUST_LOG=info\n"));
     }
 
     #[test]
@@ -944,6 +956,7 @@ mod tests {
             ("WHATSAPP_GRAPH_VERSION", "25"),
             ("SECRET_KEY", "c2hvcnQ="),
             ("LOG_FORMAT", "xml"),
+            ("RUST_LOG", "info,sqlx=loud"),
             ("DATABASE_URL", "mysql://x@y/z"),
             ("DATABASE_MAX_CONNECTIONS", "4"),
             ("DATABASE_MAX_CONNECTIONS", "many"),

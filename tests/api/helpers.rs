@@ -46,7 +46,11 @@ fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            pipedrive_whatsapp::telemetry::init(LogFormat::Pretty);
+            let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+            pipedrive_whatsapp::telemetry::init(
+                LogFormat::Pretty,
+                &filter.parse().expect("RUST_LOG is a log filter"),
+            );
         }
     });
 }
