@@ -41,19 +41,20 @@ impl fmt::Display for LogFilter {
 
 /// Installs the global subscriber; later calls (tests spawning several apps) are no-ops.
 pub fn init(format: LogFormat, filter: &LogFilter) {
-    let builder = tracing_subscriber::fmt()
+    let registry = tracing_subscriber::registry().with(filter.targets.clone());
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE);
-    let targets = filter.targets.clone();
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .finish()
-            .with(targets)
+        LogFormat::Json => registry
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .try_init(),
-        LogFormat::Pretty => builder.compact().finish().with(targets).try_init(),
+        LogFormat::Pretty => registry.with(layer.compact()).try_init(),
     };
 }
