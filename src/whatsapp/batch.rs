@@ -57,15 +57,27 @@ pub struct KnownChannel {
     pub phone_number_id: String,
 }
 
-/// The channels found by earlier batches, by phone number id. The ingest loop keeps them from
-/// one batch to the next, which spares each batch a round trip before anything else; a batch
-/// that fails starts again without them, in case a channel was removed.
-pub type KnownChannels = HashMap<String, KnownChannel>;
+/// What earlier batches found, which the ingest loop carries from one batch to the next: the
+/// channels by phone number id, and the customers with their conversations. A batch then
+/// looks up only the numbers and customers it has not met before, where a statement for its
+/// customers and one for its channel came before anything else in every batch. The ids of a
+/// channel, of a contact and of its conversation never change while their rows exist; a row
+/// removed behind the loop's back makes the batch fail on its foreign keys, and a batch that
+/// fails starts again with nothing known. Numbers without a channel and unknown customers are
+/// asked again, as they may be added meanwhile.
+#[derive(Debug, Default)]
+pub struct Known {
+    channels: HashMap<String, KnownChannel>,
+    customers: HashMap<CustomerKey, Customer>,
+}
+
+/// Most customers [`Known`] keeps; past this it starts again empty (a few MB at most).
+const KNOWN_CUSTOMERS: usize = 10_000;
 
 /// The state of one batch, valid inside its transaction only.
 #[derive(Debug, Default)]
 pub struct Batch {
-    channels: KnownChannels,
+    channels: HashMap<String, KnownChannel>,
     /// Phone number ids without a channel; asked again by the next batch, as one may be added.
     no_channel: HashSet<String>,
     customers: HashMap<CustomerKey, Customer>,
@@ -90,15 +102,23 @@ impl Batch {
         }
     }
 
-    /// The batch, knowing the channels of `known` without looking them up.
-    pub fn knowing(mut self, known: KnownChannels) -> Self {
-        self.channels = known;
+    /// The batch, knowing the channels and customers of `known` without looking them up.
+    pub fn knowing(mut self, known: Known) -> Self {
+        self.channels = known.channels;
+        self.customers = known.customers;
         self
     }
 
-    /// The channels this batch knew or found, for the next.
-    pub fn into_known_channels(self) -> KnownChannels {
-        self.channels
+    /// What this batch knew or found, for the next; call it once the batch is committed.
+    pub fn into_known(self) -> Known {
+        let mut customers = self.customers;
+        if customers.len() > KNOWN_CUSTOMERS {
+            customers.clear();
+        }
+        Known {
+            channels: self.channels,
+            customers,
+        }
     }
 
     /// The deliveries leased to the taker so far; the caller runs them once the batch committed.

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::batch::{Batch, KnownChannels};
+use super::batch::{Batch, Known};
 use super::inbound::{self, IngestError};
 use crate::queue::Dispatch;
 use crate::store::{self, webhook_events};
@@ -35,7 +35,7 @@ pub fn spawn(
     tracker: &TaskTracker,
 ) {
     tracker.spawn(async move {
-        let mut known = KnownChannels::new();
+        let mut known = Known::default();
         loop {
             let pause = match process_batch(&db, &dispatch, &mut known).await {
                 Ok(0) => POLL,
@@ -57,13 +57,9 @@ pub fn spawn(
     });
 }
 
-/// Processes up to one batch, knowing the channels of `known` and adding those it finds;
-/// returns how many events it took.
-async fn process_batch(
-    db: &PgPool,
-    dispatch: &Dispatch,
-    known: &mut KnownChannels,
-) -> Result<usize, sqlx::Error> {
+/// Processes up to one batch, knowing what `known` holds and adding what it finds; returns how
+/// many events it took.
+async fn process_batch(db: &PgPool, dispatch: &Dispatch, known: &mut Known) -> Result<usize, sqlx::Error> {
     match process_at_once(db, dispatch, known).await? {
         Some(taken) => Ok(taken),
         // An event failed and the whole batch was rolled back: event by event now, so the
@@ -77,11 +73,11 @@ async fn process_batch(
 /// events marked done as they are taken (the few that end otherwise corrected in one
 /// statement), its deliveries leased to `dispatch`'s workers and handed to them after the
 /// commit. `None` when an event failed for a reason of its own; nothing of the batch is then
-/// kept, nor the channels of `known`, which the batch takes and gives back only if it succeeds.
+/// kept, nor what `known` held, which the batch takes and gives back only if it succeeds.
 async fn process_at_once(
     db: &PgPool,
     dispatch: &Dispatch,
-    known: &mut KnownChannels,
+    known: &mut Known,
 ) -> Result<Option<usize>, sqlx::Error> {
     let (mut tx, events) = take_batch(db).await?;
     if events.is_empty() {
@@ -123,7 +119,7 @@ async fn process_at_once(
     if let Some(lease) = lease {
         dispatch.run(lease, batch.take_leased());
     }
-    *known = batch.into_known_channels();
+    *known = batch.into_known();
     for (event, state) in events.iter().zip(states) {
         metrics::counter!("webhook_events_processed_total", "state" => state).increment(1);
         record_lag(event);

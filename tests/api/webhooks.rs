@@ -650,6 +650,50 @@ async fn a_channel_removed_after_an_earlier_batch_found_it_is_not_written_to() {
 }
 
 #[tokio::test]
+async fn a_customer_removed_after_an_earlier_batch_found_them_is_stored_again() {
+    let app = spawn_app().await;
+    let before = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.KNOWN", CUSTOMER, 1, "hi")],
+    );
+    app.post_webhook(&before).await;
+    assert_eq!(processed(&app.db).await, [("processed".to_string(), None)]);
+    // As a purge of the company's data does, behind the back of the ingest loop, which
+    // remembers the customers it met.
+    sqlx::query("DELETE FROM conversations")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM contacts")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let after = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.AGAIN", CUSTOMER, 2, "hello again")],
+    );
+    assert_eq!(app.post_webhook(&after).await.status(), 200);
+    let states = processed(&app.db).await;
+    assert_eq!(states[1], ("processed".to_string(), None));
+    let (contacts, conversations, stored): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM contacts WHERE wa_id = $1),
+                (SELECT count(*) FROM conversations),
+                (SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                 WHERE m.wamid = 'wamid.AGAIN')",
+    )
+    .bind(CUSTOMER)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((contacts, conversations, stored), (1, 1, 1));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn parked_webhooks_are_processed_once_replayed_after_the_number_is_served() {
     let app = spawn_app().await;
     let hook = inbound_webhook(
