@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    APP_SECRET, PHONE_NUMBER_IDS, PgProxy, VERIFY_TOKEN, assert_error, eventually, inbound_webhook,
+    APP_SECRET, PHONE_NUMBER_IDS, PgProxy, TestApp, VERIFY_TOKEN, assert_error, eventually, inbound_webhook,
     spawn_app, spawn_app_with, status_webhook, text_message,
 };
 
@@ -32,6 +32,17 @@ async fn processed(db: &PgPool) -> Vec<(String, Option<String>)> {
         (!rows.is_empty() && rows.iter().all(|(s, _)| s != "pending")).then_some(rows)
     })
     .await
+}
+
+/// Posts a text message from the customer to the first number; the answer's status.
+async fn text_from_customer(app: &TestApp, wamid: &str, timestamp: i64, text: &str) -> u16 {
+    let hook = inbound_webhook(
+        PHONE_NUMBER_IDS[0],
+        CUSTOMER,
+        "Ana",
+        vec![text_message(wamid, CUSTOMER, timestamp, text)],
+    );
+    app.post_webhook(&hook).await.status().as_u16()
 }
 
 async fn message_body(db: &PgPool, wamid: &str) -> String {
@@ -617,13 +628,7 @@ async fn the_database_being_down_gives_503_and_the_service_recovers() {
 #[tokio::test]
 async fn a_channel_removed_after_an_earlier_batch_found_it_is_not_written_to() {
     let app = spawn_app().await;
-    let before = inbound_webhook(
-        PHONE_NUMBER_IDS[0],
-        CUSTOMER,
-        "Ana",
-        vec![text_message("wamid.BEFORE", CUSTOMER, 1, "hi")],
-    );
-    app.post_webhook(&before).await;
+    assert_eq!(text_from_customer(&app, "wamid.BEFORE", 1, "hi").await, 200);
     assert_eq!(processed(&app.db).await, [("processed".to_string(), None)]);
     // The ingest loop remembers the channels it found; this one goes behind its back.
     sqlx::query("DELETE FROM channels WHERE phone_number_id = $1")
@@ -631,13 +636,10 @@ async fn a_channel_removed_after_an_earlier_batch_found_it_is_not_written_to() {
         .execute(&app.db)
         .await
         .unwrap();
-    let after = inbound_webhook(
-        PHONE_NUMBER_IDS[0],
-        CUSTOMER,
-        "Ana",
-        vec![text_message("wamid.AFTER", CUSTOMER, 2, "still there?")],
+    assert_eq!(
+        text_from_customer(&app, "wamid.AFTER", 2, "still there?").await,
+        200
     );
-    assert_eq!(app.post_webhook(&after).await.status(), 200);
     let states = processed(&app.db).await;
     assert_eq!(states[1].0, "parked", "{states:?}");
     assert!(states[1].1.as_deref().unwrap().contains(PHONE_NUMBER_IDS[0]));
@@ -652,13 +654,7 @@ async fn a_channel_removed_after_an_earlier_batch_found_it_is_not_written_to() {
 #[tokio::test]
 async fn a_customer_removed_after_an_earlier_batch_found_them_is_stored_again() {
     let app = spawn_app().await;
-    let before = inbound_webhook(
-        PHONE_NUMBER_IDS[0],
-        CUSTOMER,
-        "Ana",
-        vec![text_message("wamid.KNOWN", CUSTOMER, 1, "hi")],
-    );
-    app.post_webhook(&before).await;
+    assert_eq!(text_from_customer(&app, "wamid.KNOWN", 1, "hi").await, 200);
     assert_eq!(processed(&app.db).await, [("processed".to_string(), None)]);
     // As a purge of the company's data does, behind the back of the ingest loop, which
     // remembers the customers it met.
@@ -670,13 +666,10 @@ async fn a_customer_removed_after_an_earlier_batch_found_them_is_stored_again() 
         .execute(&app.db)
         .await
         .unwrap();
-    let after = inbound_webhook(
-        PHONE_NUMBER_IDS[0],
-        CUSTOMER,
-        "Ana",
-        vec![text_message("wamid.AGAIN", CUSTOMER, 2, "hello again")],
+    assert_eq!(
+        text_from_customer(&app, "wamid.AGAIN", 2, "hello again").await,
+        200
     );
-    assert_eq!(app.post_webhook(&after).await.status(), 200);
     let states = processed(&app.db).await;
     assert_eq!(states[1], ("processed".to_string(), None));
     let (contacts, conversations, stored): (i64, i64, i64) = sqlx::query_as(
