@@ -14,7 +14,7 @@ use crate::http::error::ApiError;
 use crate::pipedrive::cursor::{self, Cursor, Kind};
 use crate::pipedrive::wire::{self, Links};
 use crate::state::AppState;
-use crate::store::channels::Channel;
+use crate::store::channels::{self, Channel};
 use crate::store::conversations::{self, ConversationRow};
 use crate::store::{attachments, contacts, messages};
 
@@ -117,20 +117,33 @@ pub async fn conversations(
     Path(channel): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Success<Vec<wire::Conversation>>>, ApiError> {
-    let channel = active_channel(&state, &channel).await?;
     let params = Params::parse(query);
     let (conversations_limit, messages_limit) = (
         params.limit("conversations_limit")?,
         params.limit("messages_limit")?,
     );
+    // One connection for the four statements: taken from the pool for each, they queued behind
+    // other requests' statements between their own.
+    let mut conn = state.db.acquire().await?;
+    let channel = active(
+        channels::find_by_phone_number_id(&mut *conn, &channel).await?,
+        &channel,
+    )?;
     let after = params.cursor(Kind::Conversations, channel.id)?;
-    let mut rows =
-        conversations::page(&state.db, channel.id, after.at, after.id, conversations_limit + 1).await?;
+    let mut rows = conversations::page(
+        &mut *conn,
+        channel.id,
+        after.at,
+        after.id,
+        conversations_limit + 1,
+    )
+    .await?;
     let more = rows.len() as i64 > conversations_limit;
     rows.truncate(conversations_limit as usize);
     let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
-    let message_rows = messages::latest_of(&state.db, &ids, messages_limit + 1).await?;
-    let files = attachments::of_rows(&state.db, &message_rows).await?;
+    let message_rows = messages::latest_of(&mut *conn, &ids, messages_limit + 1).await?;
+    let files = attachments::of_rows(&mut *conn, &message_rows).await?;
+    drop(conn);
     Ok(conversations_page(
         links(&state),
         &channel,
