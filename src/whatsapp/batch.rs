@@ -1,7 +1,8 @@
 //! What the ingest loop carries from one notification to the next of a batch: the channels and
 //! customers already looked up, and the plain messages waiting to be stored together. A batch
 //! of a few hundred text messages, new customers among them, then costs a handful of statements
-//! instead of a few per message. The channels found are also carried from one batch to the next.
+//! instead of a few per message. The channels and customers found are also carried from one
+//! batch to the next ([`Known`]).
 
 use std::collections::{HashMap, HashSet};
 

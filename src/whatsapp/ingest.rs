@@ -69,11 +69,12 @@ async fn process_batch(db: &PgPool, dispatch: &Dispatch, known: &mut Known) -> R
 }
 
 /// The common case: the whole batch in one transaction without savepoints (two round trips
-/// fewer per event), its customers looked up at once, its plain messages stored together, its
-/// events marked done as they are taken (the few that end otherwise corrected in one
-/// statement), its deliveries leased to `dispatch`'s workers and handed to them after the
-/// commit. `None` when an event failed for a reason of its own; nothing of the batch is then
-/// kept, nor what `known` held, which the batch takes and gives back only if it succeeds.
+/// fewer per event), the customers not met before looked up at once, its plain messages
+/// stored together, its events marked done as they are taken (the few that end otherwise
+/// corrected in one statement), its deliveries leased to `dispatch`'s workers and handed to
+/// them after the commit. `None` when an event failed for a reason of its own; nothing of the
+/// batch is then kept, nor what `known` held, which the batch takes and gives back only if it
+/// succeeds.
 async fn process_at_once(
     db: &PgPool,
     dispatch: &Dispatch,
