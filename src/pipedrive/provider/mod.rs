@@ -74,10 +74,14 @@ impl<T> Success<T> {
     }
 }
 
-/// The channel of a `:providerChannelId`; unknown and disabled channels are 404.
-pub async fn active_channel(state: &AppState, provider_channel_id: &str) -> Result<Channel, ApiError> {
+/// The channel of a `:providerChannelId`, read through `db`; unknown and disabled channels
+/// are 404.
+pub async fn active_channel(
+    db: impl sqlx::PgExecutor<'_>,
+    provider_channel_id: &str,
+) -> Result<Channel, ApiError> {
     active(
-        channels::find_by_phone_number_id(&state.db, provider_channel_id).await?,
+        channels::find_by_phone_number_id(db, provider_channel_id).await?,
         provider_channel_id,
     )
 }
@@ -98,7 +102,7 @@ async fn templates(
     State(state): State<AppState>,
     Path(channel): Path<String>,
 ) -> Result<Json<Success<Value>>, ApiError> {
-    active_channel(&state, &channel).await?;
+    active_channel(&state.db, &channel).await?;
     let templates = crate::whatsapp::templates::approved(
         &state.db,
         &state.graph,

@@ -40,7 +40,7 @@ async fn post_message(
     Path(channel): Path<String>,
     request: Request,
 ) -> Result<Json<Success<Value>>, ApiError> {
-    let channel = active_channel(&state, &channel).await?;
+    let channel = active_channel(&state.db, &channel).await?;
     let form = message_form::read(request).await?;
 
     let conversation_field = required(&form.conversation_id, "conversationId")?;

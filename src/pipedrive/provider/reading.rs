@@ -14,7 +14,7 @@ use crate::http::error::ApiError;
 use crate::pipedrive::cursor::{self, Cursor, Kind};
 use crate::pipedrive::wire::{self, Links};
 use crate::state::AppState;
-use crate::store::channels::{self, Channel};
+use crate::store::channels::Channel;
 use crate::store::conversations::{self, ConversationRow};
 use crate::store::{attachments, contacts, messages};
 
@@ -125,10 +125,7 @@ pub async fn conversations(
     // One connection for the four statements: taken from the pool for each, they queued behind
     // other requests' statements between their own.
     let mut conn = state.db.acquire().await?;
-    let channel = active(
-        channels::find_by_phone_number_id(&mut *conn, &channel).await?,
-        &channel,
-    )?;
+    let channel = active_channel(&mut *conn, &channel).await?;
     let after = params.cursor(Kind::Conversations, channel.id)?;
     let mut rows = conversations::page(
         &mut *conn,
@@ -274,7 +271,7 @@ async fn message_of(
     conversation_id: Option<Uuid>,
     message: &str,
 ) -> Result<Json<wire::Message>, ApiError> {
-    let channel = active_channel(state, channel).await?;
+    let channel = active_channel(&state.db, channel).await?;
     let id = parse_id(message, "message")?;
     let row = messages::find_row(&state.db, channel.id, id)
         .await?
@@ -290,7 +287,7 @@ pub async fn sender(
     State(state): State<AppState>,
     Path((channel, sender)): Path<(String, String)>,
 ) -> Result<Json<Success<Value>>, ApiError> {
-    let channel = active_channel(&state, &channel).await?;
+    let channel = active_channel(&state.db, &channel).await?;
     let unknown = || ApiError::NotFound(format!("Unknown sender {sender}"));
     let name = if sender == channel.phone_number_id {
         wire::business_name(&channel)
