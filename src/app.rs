@@ -69,6 +69,7 @@ impl Application {
         let dispatch = queue::spawn(state.db.clone(), handlers, workers, shutdown.clone(), &tasks);
         crate::whatsapp::ingest::spawn(
             state.db.clone(),
+            state.inbox.clone(),
             state.ingest_wake.clone(),
             dispatch,
             shutdown.clone(),

@@ -12,6 +12,9 @@ pub struct PendingEvent {
     pub body: Vec<u8>,
     /// When it arrived.
     pub received_at: chrono::DateTime<chrono::Utc>,
+    /// Seconds it had waited when it was taken, by the database's clock (as `received_at`), so
+    /// that a skewed clock here cannot make it look late or early.
+    pub waited_seconds: f64,
 }
 
 /// Stores verified bodies with one statement, so that a single commit (one WAL flush) covers
@@ -59,7 +62,8 @@ pub async fn take_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pen
         r#"UPDATE webhook_events SET state = $2, note = NULL, processed_at = now()
            WHERE id IN (SELECT id FROM webhook_events WHERE state = 'pending'
                         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-           RETURNING id, body, received_at"#,
+           RETURNING id, body, received_at,
+                     EXTRACT(EPOCH FROM now() - received_at)::float8 AS "waited_seconds!""#,
         limit,
         TAKEN,
     )

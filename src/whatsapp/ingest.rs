@@ -4,7 +4,7 @@
 //! the others and nothing is half-applied.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::batch::{Batch, Known};
 use super::inbound::{self, IngestError};
+use super::intake::WebhookInbox;
 use crate::queue::Dispatch;
 use crate::store::{self, webhook_events};
 
@@ -24,11 +25,21 @@ const BATCH: i64 = 200;
 /// replica stored and could not process).
 const POLL: Duration = Duration::from_secs(1);
 
-/// Starts the loop; `wake` is notified by the webhook handler after each commit. The
-/// deliveries of the messages it stores go straight to `dispatch`'s workers when nothing of
-/// their conversation is waiting.
+/// How long the oldest event of a batch must have waited before the loop gives way to the
+/// acknowledgements: far past what a batch waits while processing keeps up (a few
+/// milliseconds at 1,000 webhooks a second), so only an inbox that has fallen behind does.
+const BEHIND: Duration = Duration::from_millis(500);
+
+/// The longest rest after a batch, in batches' time, while the loop gives way: processing
+/// keeps at least half of the time it would take.
+const GIVE_WAY: u32 = 1;
+
+/// Starts the loop; `wake` is notified by the webhook handler after each commit, and `inbox`
+/// counts what it commits. The deliveries of the messages it stores go straight to
+/// `dispatch`'s workers when nothing of their conversation is waiting.
 pub fn spawn(
     db: PgPool,
+    inbox: WebhookInbox,
     wake: Arc<Notify>,
     dispatch: Dispatch,
     shutdown: CancellationToken,
@@ -37,9 +48,22 @@ pub fn spawn(
     tracker.spawn(async move {
         let mut known = Known::default();
         loop {
+            let started = Instant::now();
+            let committed = inbox.committed();
             let pause = match process_batch(&db, &dispatch, &mut known).await {
-                Ok(0) => POLL,
-                Ok(_) => Duration::ZERO,
+                Ok(taken) if taken.events == 0 => POLL,
+                Ok(taken) => {
+                    let rest = taken.rest(started.elapsed(), inbox.committed() - committed);
+                    if !rest.is_zero() {
+                        metrics::counter!("webhook_ingest_gave_way_total").increment(1);
+                        // No wake-up ends the rest: webhooks arrive throughout it.
+                        tokio::select! {
+                            _ = tokio::time::sleep(rest) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                    Duration::ZERO
+                }
                 Err(error) => {
                     tracing::warn!(%error, "processing webhooks failed; retrying");
                     POLL
@@ -57,9 +81,44 @@ pub fn spawn(
     });
 }
 
-/// Processes up to one batch, knowing what `known` holds and adding what it finds; returns how
-/// many events it took.
-async fn process_batch(db: &PgPool, dispatch: &Dispatch, known: &mut Known) -> Result<usize, sqlx::Error> {
+/// What a batch took.
+#[derive(Debug, Default)]
+struct Taken {
+    /// How many events.
+    events: usize,
+    /// How long the oldest of them had waited in the inbox.
+    waited: Duration,
+}
+
+impl Taken {
+    fn of(events: &[webhook_events::PendingEvent]) -> Self {
+        Self {
+            events: events.len(),
+            waited: events.first().map_or(Duration::ZERO, |e| {
+                Duration::from_secs_f64(e.waited_seconds.max(0.0))
+            }),
+        }
+    }
+
+    /// How long the loop rests after this batch, which took `took` while `committed_meanwhile`
+    /// webhooks were committed, to leave the machine to the acknowledgements. Only once the
+    /// inbox is far behind: Meta retries a webhook answered late, and a late answer helps
+    /// nobody, while a message processed later is merely later. The rest grows with the
+    /// arrivals against what the batch took, up to [`GIVE_WAY`] times the batch, so processing
+    /// never stops, and catches up at full speed once webhooks stop coming.
+    fn rest(&self, took: Duration, committed_meanwhile: u64) -> Duration {
+        if self.waited < BEHIND || self.events == 0 {
+            return Duration::ZERO;
+        }
+        let events = self.events as u32;
+        let arrivals = committed_meanwhile.min(u64::from(events * GIVE_WAY)) as u32;
+        took * arrivals / events
+    }
+}
+
+/// Processes up to one batch, knowing what `known` holds and adding what it finds; returns what
+/// it took.
+async fn process_batch(db: &PgPool, dispatch: &Dispatch, known: &mut Known) -> Result<Taken, sqlx::Error> {
     match process_at_once(db, dispatch, known).await? {
         Some(taken) => Ok(taken),
         // An event failed and the whole batch was rolled back: event by event now, so the
@@ -79,10 +138,10 @@ async fn process_at_once(
     db: &PgPool,
     dispatch: &Dispatch,
     known: &mut Known,
-) -> Result<Option<usize>, sqlx::Error> {
+) -> Result<Option<Taken>, sqlx::Error> {
     let (mut tx, events) = take_batch(db).await?;
     if events.is_empty() {
-        return Ok(Some(0));
+        return Ok(Some(Taken::default()));
     }
     // Taken once the inbox is ours: a shutdown waits for it.
     let lease = dispatch.lease();
@@ -125,11 +184,11 @@ async fn process_at_once(
         metrics::counter!("webhook_events_processed_total", "state" => state).increment(1);
         record_lag(event);
     }
-    Ok(Some(events.len()))
+    Ok(Some(Taken::of(&events)))
 }
 
 /// One savepoint per event, so a failing event is kept as `failed` without its partial work.
-async fn process_one_by_one(db: &PgPool) -> Result<usize, sqlx::Error> {
+async fn process_one_by_one(db: &PgPool) -> Result<Taken, sqlx::Error> {
     let (mut tx, events) = take_batch(db).await?;
     let mut batch = Batch::default();
     for event in &events {
@@ -152,7 +211,7 @@ async fn process_one_by_one(db: &PgPool) -> Result<usize, sqlx::Error> {
         record_lag(event);
     }
     tx.commit().await?;
-    Ok(events.len())
+    Ok(Taken::of(&events))
 }
 
 /// One event with everything it defers stored, so that its failure stays its own.
@@ -191,4 +250,44 @@ fn record_lag(event: &webhook_events::PendingEvent) {
 fn retry_whole_batch(error: &sqlx::Error) -> bool {
     store::is_unavailable(error)
         || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("40")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(events: usize, waited_ms: u64) -> Taken {
+        Taken {
+            events,
+            waited: Duration::from_millis(waited_ms),
+        }
+    }
+
+    const BATCH_TOOK: Duration = Duration::from_millis(40);
+
+    #[test]
+    fn an_inbox_that_keeps_up_never_rests() {
+        assert_eq!(taken(200, 20).rest(BATCH_TOOK, 10_000), Duration::ZERO);
+        assert_eq!(taken(200, 499).rest(BATCH_TOOK, 10_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_backlog_that_no_longer_grows_is_worked_through_at_full_speed() {
+        assert_eq!(taken(200, 60_000).rest(BATCH_TOOK, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_rest_grows_with_the_arrivals_up_to_a_bound() {
+        let behind = taken(200, 600);
+        assert_eq!(behind.rest(BATCH_TOOK, 20), BATCH_TOOK / 10);
+        assert_eq!(behind.rest(BATCH_TOOK, 100), BATCH_TOOK / 2);
+        let most = BATCH_TOOK * GIVE_WAY;
+        assert_eq!(behind.rest(BATCH_TOOK, 200), most);
+        assert_eq!(behind.rest(BATCH_TOOK, 5_000), most);
+    }
+
+    #[test]
+    fn an_empty_batch_does_not_rest() {
+        assert_eq!(taken(0, 0).rest(BATCH_TOOK, 500), Duration::ZERO);
+    }
 }

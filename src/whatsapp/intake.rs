@@ -6,6 +6,7 @@
 //! gathers by itself, so a lone webhook is stored at once and a busy second shares its flushes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use sqlx::PgPool;
@@ -42,6 +43,7 @@ struct Handoff {
 #[derive(Clone)]
 pub struct WebhookInbox {
     queue: mpsc::Sender<Handoff>,
+    committed: Arc<AtomicU64>,
     closing: CancellationToken,
     writers: TaskTracker,
 }
@@ -52,13 +54,20 @@ impl WebhookInbox {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let closing = CancellationToken::new();
+        let committed = Arc::new(AtomicU64::new(0));
         let writers = TaskTracker::new();
         for _ in 0..WRITERS {
-            writers.spawn(write(db.clone(), receiver.clone(), closing.clone()));
+            writers.spawn(write(
+                db.clone(),
+                receiver.clone(),
+                closing.clone(),
+                committed.clone(),
+            ));
         }
         writers.close();
         Self {
             queue,
+            committed,
             closing,
             writers,
         }
@@ -76,6 +85,12 @@ impl WebhookInbox {
         stored.await.map_err(|_| closed())?
     }
 
+    /// How many bodies this process has committed since it started: the ingest loop compares
+    /// it across a batch to tell whether the inbox fills faster than it is worked through.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
     /// Refuses further bodies, and returns once the writers have committed, and answered, every
     /// body handed over before.
     pub async fn close(&self) {
@@ -89,7 +104,12 @@ fn closed() -> Arc<sqlx::Error> {
 }
 
 /// One writer: takes a batch, commits it, answers it, until the inbox is closed and empty.
-async fn write(db: PgPool, queue: Arc<Mutex<mpsc::Receiver<Handoff>>>, closing: CancellationToken) {
+async fn write(
+    db: PgPool,
+    queue: Arc<Mutex<mpsc::Receiver<Handoff>>>,
+    closing: CancellationToken,
+    committed: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(BATCH_BODIES);
     while take(&queue, &closing, &mut batch).await {
         let bodies: Vec<&[u8]> = batch.iter().map(|handoff| &handoff.body[..]).collect();
@@ -100,6 +120,7 @@ async fn write(db: PgPool, queue: Arc<Mutex<mpsc::Receiver<Handoff>>>, closing: 
         // when a single insert outlived its request.
         match result {
             Ok(ids) => {
+                committed.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 for (handoff, id) in batch.drain(..).zip(ids) {
                     let _ = handoff.reply.send(Ok(id));
                 }
