@@ -45,6 +45,15 @@ async fn text_from_customer(app: &TestApp, wamid: &str, timestamp: i64, text: &s
     app.post_webhook(&hook).await.status().as_u16()
 }
 
+/// A counter's value on `/metrics`, 0 when it was never counted.
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |count| count.parse().unwrap())
+}
+
 async fn message_body(db: &PgPool, wamid: &str) -> String {
     sqlx::query_scalar("SELECT body FROM messages WHERE wamid = $1")
         .bind(wamid)
@@ -345,12 +354,7 @@ async fn a_webhook_for_an_unknown_number_is_acknowledged_and_parked() {
         .unwrap();
     assert_eq!(messages, 0, "never attached to another number's channel");
     // The recorder is the test process's, and other tests park webhooks too.
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    let parked = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("webhook_unknown_number_total "))
-        .and_then(|count| count.parse::<u64>().ok());
-    assert!(parked.is_some_and(|count| count >= 1), "{metrics}");
+    assert!(counter(&app, "webhook_unknown_number_total").await >= 1);
     app.stop().await;
 }
 
@@ -710,5 +714,40 @@ async fn parked_webhooks_are_processed_once_replayed_after_the_number_is_served(
     );
     assert_eq!(processed(&app.db).await[0].0, "processed");
     assert_eq!(message_body(&app.db, "wamid.LATE-NUMBER").await, "hi");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_inbox_far_behind_gives_way_to_arrivals_and_still_works_through_them() {
+    let app = spawn_app().await;
+    // Another replica works through the inbox, and the webhooks pile up behind it.
+    let holder = pipedrive_whatsapp::store::webhook_events::begin_holding_inbox(&app.db)
+        .await
+        .unwrap();
+    for n in 0..300 {
+        assert_eq!(
+            text_from_customer(&app, &format!("wamid.B{n}"), n, "waiting").await,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    holder.rollback().await.unwrap();
+    // Webhooks keep arriving while this process catches up.
+    for n in 300..400 {
+        assert_eq!(
+            text_from_customer(&app, &format!("wamid.B{n}"), n, "arriving").await,
+            200
+        );
+    }
+    let states = processed(&app.db).await;
+    assert_eq!(states.len(), 400);
+    assert!(states.iter().all(|(state, _)| state == "processed"), "{states:?}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 400);
+    // Its first batch found 300 webhooks committed since it started, the oldest 600 ms old.
+    assert!(counter(&app, "webhook_ingest_gave_way_total").await >= 1);
     app.stop().await;
 }
