@@ -32,7 +32,7 @@ const BEHIND: Duration = Duration::from_millis(500);
 
 /// The longest rest after a batch, in batches' time, while the loop gives way: processing
 /// keeps at least a quarter of its time. Where it kept half, a saturated machine acknowledged
-/// 15 % fewer webhooks: processing a message costs twice as much as acknowledging it.
+/// 15 % fewer webhooks: processing a message costs it several times what acknowledging does.
 const GIVE_WAY: u32 = 3;
 
 /// Starts the loop; `wake` is notified by the webhook handler after each commit, and `inbox`
@@ -101,7 +101,8 @@ impl Taken {
         Self {
             events: events.len(),
             waited: events.first().map_or(Duration::ZERO, |e| {
-                Duration::from_secs_f64(e.waited_seconds.max(0.0))
+                // A clock set back makes it negative: not late, then.
+                Duration::try_from_secs_f64(e.waited_seconds).unwrap_or_default()
             }),
         }
     }
