@@ -6,7 +6,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use pipedrive_whatsapp::app::Application;
-use pipedrive_whatsapp::config::{Config, LogFormat};
+use pipedrive_whatsapp::config::Config;
 use pipedrive_whatsapp::queue::{RetryPolicy, WorkerConfig};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -42,17 +42,21 @@ pub struct TestApp {
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-fn init_logging() {
+/// Whether this run writes the apps' logs (`TEST_LOG`); they are then filtered by `RUST_LOG`,
+/// read with the rest of the test's configuration, as the service reads it.
+fn logging(env: &mut HashMap<String, String>) -> bool {
+    if std::env::var_os("TEST_LOG").is_none() {
+        return false;
+    }
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        env.insert("RUST_LOG".into(), filter);
+    }
+    true
+}
+
+fn init_logging(config: &Config) {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-            pipedrive_whatsapp::telemetry::init(
-                LogFormat::Pretty,
-                &filter.parse().expect("RUST_LOG is a log filter"),
-            );
-        }
-    });
+    ONCE.call_once(|| pipedrive_whatsapp::telemetry::init(config.log_format, &config.log_filter));
 }
 
 /// URL of the PostgreSQL server tests create their databases on.
@@ -139,7 +143,6 @@ pub async fn spawn_app_on_database(
     database_url: &str,
     customize: impl FnOnce(&mut HashMap<String, String>),
 ) -> TestApp {
-    init_logging();
     let pipedrive = MockServer::start().await;
     let graph = MockServer::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -147,8 +150,12 @@ pub async fn spawn_app_on_database(
         .expect("bind port 0");
     let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let mut env = test_env(database_url, &address, &pipedrive.uri(), &graph.uri());
+    let logging = logging(&mut env);
     customize(&mut env);
     let config = Config::load(&env).expect("test configuration is valid");
+    if logging {
+        init_logging(&config);
+    }
     let application = Application::build_with_listener(config.clone(), listener, fast_workers())
         .await
         .expect("application starts");
