@@ -21,6 +21,13 @@ async fn event_count(db: &PgPool) -> i64 {
         .unwrap()
 }
 
+async fn message_count(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
 /// Waits until every stored webhook is processed and returns the states.
 async fn processed(db: &PgPool) -> Vec<(String, Option<String>)> {
     eventually(Duration::from_secs(10), || async {
@@ -348,10 +355,7 @@ async fn a_webhook_for_an_unknown_number_is_acknowledged_and_parked() {
     let states = processed(&app.db).await;
     assert_eq!(states[0].0, "parked");
     assert!(states[0].1.as_deref().unwrap().contains("999000111"));
-    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let messages = message_count(&app.db).await;
     assert_eq!(messages, 0, "never attached to another number's channel");
     // The recorder is the test process's, and other tests park webhooks too.
     assert!(counter(&app, "webhook_unknown_number_total").await >= 1);
@@ -647,10 +651,7 @@ async fn a_channel_removed_after_an_earlier_batch_found_it_is_not_written_to() {
     let states = processed(&app.db).await;
     assert_eq!(states[1].0, "parked", "{states:?}");
     assert!(states[1].1.as_deref().unwrap().contains(PHONE_NUMBER_IDS[0]));
-    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let messages = message_count(&app.db).await;
     assert_eq!(messages, 0);
     app.stop().await;
 }
@@ -742,10 +743,7 @@ async fn an_inbox_far_behind_gives_way_to_arrivals_and_still_works_through_them(
     let states = processed(&app.db).await;
     assert_eq!(states.len(), 400);
     assert!(states.iter().all(|(state, _)| state == "processed"), "{states:?}");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let stored = message_count(&app.db).await;
     assert_eq!(stored, 400);
     // Its first batch found 300 webhooks committed since it started, the oldest 600 ms old.
     assert!(counter(&app, "webhook_ingest_gave_way_total").await >= 1);
