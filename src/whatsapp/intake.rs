@@ -85,8 +85,8 @@ impl WebhookInbox {
         stored.await.map_err(|_| closed())?
     }
 
-    /// How many bodies this process has committed since it started: the ingest loop compares
-    /// it across a batch to tell whether the inbox fills faster than it is worked through.
+    /// How many bodies this process has committed since it started: the ingest loop reads it
+    /// at each batch to tell whether the inbox fills faster than it is worked through.
     pub fn committed(&self) -> u64 {
         self.committed.load(Ordering::Relaxed)
     }
