@@ -23,7 +23,9 @@ pub const REPLY_WINDOW: Duration = Duration::hours(24);
 pub fn timestamp(at: DateTime<Utc>) -> String {
     // Written digit by digit: a page of 30 × 30 messages writes 1,800 of them, and the
     // formatting machinery (a `strftime` pattern before, `format!` since) cost more than the
-    // rest of the rendering of those fields.
+    // rest of the rendering of those fields. The fields are read off the naive time: read off
+    // a `DateTime`, each of the five adds the (zero) UTC offset anew.
+    let at = at.naive_utc();
     let mut out = String::with_capacity(16);
     let year = at.year();
     if year < 0 {
