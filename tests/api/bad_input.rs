@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::helpers::{
-    APP_SECRET, CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, TestApp, eventually, inbound_webhook, spawn_app,
-    text_message,
+    APP_SECRET, CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, TestApp, eventually, inbound_webhook,
+    message_count, spawn_app, text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
@@ -252,10 +252,7 @@ fn assert_no_server_error(response: &Response, what: &str) {
 #[tokio::test]
 async fn tricks_in_every_path_parameter_get_a_clear_4xx() {
     let (app, known) = populated().await;
-    let messages_before: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let messages_before = message_count(&app.db).await;
     let mut checked = 0;
     for (method, path) in ROUTES {
         for param in params(path) {
@@ -280,10 +277,7 @@ async fn tricks_in_every_path_parameter_get_a_clear_4xx() {
             }
         }
     }
-    let messages_after: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let messages_after = message_count(&app.db).await;
     assert_eq!(messages_before, messages_after, "nothing was deleted or added");
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
         .fetch_one(&app.db)

@@ -204,6 +204,14 @@ impl TestApp {
     }
 }
 
+/// How many messages, in either direction, are stored.
+pub async fn message_count(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
 where

@@ -18,7 +18,7 @@ use crate::contract::{
 };
 use crate::helpers::{
     CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, TestApp, WABA_ID, assert_error, eventually, inbound_webhook,
-    spawn_app, text_message,
+    message_count, spawn_app, text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
@@ -42,11 +42,7 @@ impl TestApp {
 /// Waits until the ingest loop has stored `n` messages.
 async fn stored(db: &PgPool, n: i64) {
     eventually(Duration::from_secs(10), || async {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-            .fetch_one(db)
-            .await
-            .unwrap();
-        (count >= n).then_some(())
+        (message_count(db).await >= n).then_some(())
     })
     .await;
 }

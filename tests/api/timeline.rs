@@ -13,8 +13,8 @@ use crate::crm_fake::{
     mount_leads, mount_search, rewritten_notes,
 };
 use crate::helpers::{
-    PHONE_NUMBER_IDS, TestApp, channel_mode, eventually, inbound_webhook, spawn_app, spawn_app_with,
-    text_message,
+    PHONE_NUMBER_IDS, TestApp, channel_mode, eventually, inbound_webhook, message_count, spawn_app,
+    spawn_app_with, text_message,
 };
 use crate::pipedrive_fake::installed;
 
@@ -236,10 +236,7 @@ async fn an_ambiguous_number_gets_no_note_and_no_new_person() {
             .await
             .unwrap();
     assert_eq!((state.as_str(), candidates), ("ambiguous", vec![11, 12]));
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let kept = message_count(&app.db).await;
     assert_eq!(kept, 1, "the message stays with us");
     app.stop().await;
 }

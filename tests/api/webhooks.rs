@@ -9,20 +9,13 @@ use sqlx::PgPool;
 
 use crate::helpers::{
     APP_SECRET, PHONE_NUMBER_IDS, PgProxy, TestApp, VERIFY_TOKEN, assert_error, eventually, inbound_webhook,
-    spawn_app, spawn_app_with, status_webhook, text_message,
+    message_count, spawn_app, spawn_app_with, status_webhook, text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
 
 async fn event_count(db: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM webhook_events")
-        .fetch_one(db)
-        .await
-        .unwrap()
-}
-
-async fn message_count(db: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM messages")
         .fetch_one(db)
         .await
         .unwrap()
