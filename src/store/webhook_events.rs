@@ -13,7 +13,9 @@ pub struct PendingEvent {
     /// When it arrived.
     pub received_at: chrono::DateTime<chrono::Utc>,
     /// Seconds it had waited when it was taken, by the database's clock (as `received_at`), so
-    /// that a skewed clock here cannot make it look late or early.
+    /// that a skewed clock here cannot make it look late or early. Read when it is taken, not
+    /// at the transaction's start: the transaction may have waited for another replica's hold
+    /// on the inbox, and everything that arrived meanwhile would look fresh.
     pub waited_seconds: f64,
 }
 
@@ -63,7 +65,7 @@ pub async fn take_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pen
            WHERE id IN (SELECT id FROM webhook_events WHERE state = 'pending'
                         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
            RETURNING id, body, received_at,
-                     EXTRACT(EPOCH FROM now() - received_at)::float8 AS "waited_seconds!""#,
+                     EXTRACT(EPOCH FROM clock_timestamp() - received_at)::float8 AS "waited_seconds!""#,
         limit,
         TAKEN,
     )

@@ -738,7 +738,8 @@ async fn an_inbox_far_behind_gives_way_to_arrivals_and_still_works_through_them(
     assert!(states.iter().all(|(state, _)| state == "processed"), "{states:?}");
     let stored = message_count(&app.db).await;
     assert_eq!(stored, 400);
-    // Its first batch found 300 webhooks committed since it started, the oldest 600 ms old.
+    // Its first batch, which waited for the hold, found 300 webhooks committed since it
+    // started, the oldest 600 ms old.
     assert!(counter(&app, "webhook_ingest_gave_way_total").await >= 1);
     app.stop().await;
 }
