@@ -152,7 +152,7 @@ pub async fn open_loop(url: &str, shape: Shape, first: u64, rate: u64, duration:
 /// by a thread of its own. Tokio's timers round up to whole milliseconds: paced by them, posts
 /// left 0.4 ms late at the median and 1.3 ms at p99, and every latency counted that lateness of
 /// the generator as the service's.
-fn pace(start: u64, interval_ns: u64, total: u64) -> mpsc::UnboundedReceiver<(u64, u64)> {
+pub fn pace(start: u64, interval_ns: u64, total: u64) -> mpsc::UnboundedReceiver<(u64, u64)> {
     let (due_times, receiver) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for i in 0..total {

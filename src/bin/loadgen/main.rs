@@ -87,6 +87,17 @@ enum Scenario {
         conversations: u64,
         #[arg(long, default_value_t = 32)]
         concurrency: u64,
+        /// getConversationById reads a second, whatever the answers (open loop), instead of
+        /// `--concurrency` readers (0).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// getConversations reads a second, as `--rate`.
+        #[arg(long, default_value_t = 0)]
+        list_rate: u64,
+        /// Seconds each endpoint is read, at its pace, before its measured seconds, reported
+        /// apart: the first reads after the seeding and the service's start are the slowest.
+        #[arg(long, default_value_t = 0)]
+        warm_up: u64,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
         /// Every Nth message of a conversation is a photo with a stored attachment (0: none).
@@ -184,18 +195,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             messages,
             conversations,
             concurrency,
+            rate,
+            list_rate,
+            warm_up,
             seconds,
             media_every,
         } => {
-            scenarios::history(
-                &options,
-                messages,
-                conversations,
-                concurrency,
-                seconds,
-                media_every,
-            )
-            .await
+            let pace = |rate| match rate {
+                0 => Pace::Posters(concurrency),
+                rate => Pace::Rate(rate),
+            };
+            let paces = [pace(rate), pace(list_rate)];
+            let seconds = [warm_up, seconds];
+            scenarios::history(&options, messages, conversations, paces, seconds, media_every).await
         }
         Scenario::Baseline { concurrency, seconds } => {
             scenarios::baseline(&options, concurrency, seconds).await

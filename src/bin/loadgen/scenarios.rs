@@ -19,7 +19,7 @@ use crate::stats::Summary;
 pub enum Pace {
     /// This many per second, whatever the answers.
     Rate(u64),
-    /// This many posters, each waiting for its answer.
+    /// This many senders (posters, readers), each waiting for its answer.
     Posters(u64),
 }
 
@@ -140,14 +140,15 @@ pub async fn drain(
 }
 
 /// `history`: a store of `messages` messages in `conversations` conversations, read the way
-/// Pipedrive reads it, with default limits (30 conversations × 30 messages, 30 messages); every
+/// Pipedrive reads it, with default limits (30 conversations × 30 messages, 30 messages), each
+/// endpoint at its pace for `warm_up` seconds and then the measured `seconds`; every
 /// `media_every`th message of a conversation carries a photo (0: none).
 pub async fn history(
     options: &Options,
     messages: u64,
     conversations: u64,
-    concurrency: u64,
-    seconds: u64,
+    [by_id_pace, list_pace]: [Pace; 2],
+    [warm_up, seconds]: [u64; 2],
     media_every: u32,
 ) -> anyhow::Result<bool> {
     let d = Deployment::start(options).await?;
@@ -166,26 +167,45 @@ pub async fn history(
         "/api/channels/{}/conversations",
         deployment::PHONE_NUMBER_ID
     ));
-    let duration = Duration::from_secs(seconds);
-    let by_id = {
-        let base = base.clone();
-        read_loop(concurrency, duration, move |i| {
-            format!("{base}/{}", ids[(i as usize * 7919) % ids.len()])
-        })
-        .await
-    };
-    let list = read_loop(concurrency, duration, move |_| base.clone()).await;
+    let list = base.clone();
+    let by_id = measure_reads("getConversationById", by_id_pace, [warm_up, seconds], move |i| {
+        format!("{base}/{}", ids[(i as usize * 7919) % ids.len()])
+    })
+    .await;
+    let list = measure_reads("getConversations", list_pace, [warm_up, seconds], move |_| {
+        list.clone()
+    })
+    .await;
     let memory = d.service.memory();
-    for (what, read) in [("getConversationById", &by_id), ("getConversations", &list)] {
+    finish(d, idle, memory, by_id && list).await
+}
+
+/// Reads `what` at `pace`, unmeasured for `warm_up` seconds and then for `seconds`, and prints
+/// both; whether every read succeeded.
+async fn measure_reads(
+    what: &str,
+    pace: Pace,
+    [warm_up, seconds]: [u64; 2],
+    url_of: impl Fn(u64) -> String + Send + Sync + Clone + 'static,
+) -> bool {
+    let mut clean = true;
+    let phases = [
+        (format!("{what} ({pace:?}, warm-up)"), warm_up),
+        (format!("{what} ({pace:?})"), seconds),
+    ];
+    for (label, seconds) in phases.into_iter().filter(|(_, seconds)| *seconds > 0) {
+        let duration = Duration::from_secs(seconds);
+        let reads = read(pace, duration, url_of.clone()).await;
         println!(
-            "  {what:<34} {:.0} req/s ({} ok, {} failed) · {}",
-            read.ok as f64 / duration.as_secs_f64(),
-            read.ok,
-            read.failed,
-            read.latency
+            "  {label:<34} {:.0} req/s ({} ok, {} failed) · {}",
+            reads.ok as f64 / duration.as_secs_f64(),
+            reads.ok,
+            reads.failed,
+            reads.latency
         );
+        clean &= reads.failed == 0;
     }
-    finish(d, idle, memory, by_id.failed == 0 && list.failed == 0).await
+    clean
 }
 
 /// Prints the service's memory, stops the deployment and passes `clean` on.
@@ -212,7 +232,7 @@ pub async fn baseline(options: &Options, concurrency: u64, seconds: u64) -> anyh
         client.get(&url).send().await.ok()
     })
     .await;
-    let noop = read_loop(concurrency, duration, move |_| url.clone()).await;
+    let noop = read(Pace::Posters(concurrency), duration, move |_| url.clone()).await;
     let _ = server.kill();
     let _ = server.wait();
 
@@ -279,60 +299,93 @@ pub async fn noop_server(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads done by [`read_loop`].
+/// Reads done by [`read`].
 struct Reads {
     ok: usize,
     failed: usize,
     latency: Summary,
 }
 
-/// `concurrency` readers GET `url_of(i)` (i counting up per reader) back to back for `duration`,
-/// with the app's Basic credentials as Pipedrive sends them.
-async fn read_loop(
-    concurrency: u64,
+/// Reads of `url_of(i)` at `pace` for `duration`: `Posters(n)` readers back to back, or
+/// `Rate(n)` a second, each at its due time whatever the answers before it, its latency counted
+/// from then (as the open loop of webhooks does).
+async fn read(
+    pace: Pace,
     duration: Duration,
     url_of: impl Fn(u64) -> String + Send + Sync + Clone + 'static,
 ) -> Reads {
-    let client = load::client();
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            fakes::CLIENT_ID,
-            fakes::CLIENT_SECRET
-        ))
-    );
-    let deadline = clock::now() + duration.as_nanos() as u64;
-    let mut readers = JoinSet::new();
-    for reader in 0..concurrency {
-        let (client, auth, url_of) = (client.clone(), auth.clone(), url_of.clone());
-        readers.spawn(async move {
-            let (mut latencies, mut failed) = (Vec::new(), 0);
-            let mut i = reader;
-            while clock::now() < deadline {
-                let sent = clock::now();
-                let answer = client.get(url_of(i)).header("authorization", &auth).send().await;
-                let ok = match answer {
-                    Ok(response) if response.status() == 200 => response.bytes().await.is_ok(),
-                    _ => false,
-                };
-                if ok {
-                    latencies.push(Duration::from_nanos(clock::now() - sent));
-                } else {
-                    failed += 1;
-                }
-                i += concurrency;
+    let reader = Reader::new();
+    let results = match pace {
+        Pace::Posters(concurrency) => {
+            let deadline = clock::now() + duration.as_nanos() as u64;
+            let mut readers = JoinSet::new();
+            for first in 0..concurrency {
+                let (reader, url_of) = (reader.clone(), url_of.clone());
+                readers.spawn(async move {
+                    let mut results = Vec::new();
+                    let mut i = first;
+                    while clock::now() < deadline {
+                        results.push(reader.get(&url_of(i), clock::now()).await);
+                        i += concurrency;
+                    }
+                    results
+                });
             }
-            (latencies, failed)
-        });
-    }
-    let results = readers.join_all().await;
-    let failed = results.iter().map(|(_, f)| f).sum();
-    let latencies: Vec<Duration> = results.into_iter().flat_map(|(l, _)| l).collect();
+            readers.join_all().await.into_iter().flatten().collect()
+        }
+        Pace::Rate(rate) => {
+            let total = (rate as f64 * duration.as_secs_f64()) as u64;
+            let mut due_times = load::pace(clock::now(), 1_000_000_000 / rate.max(1), total);
+            let mut reads = JoinSet::new();
+            while let Some((i, due)) = due_times.recv().await {
+                let (reader, url) = (reader.clone(), url_of(i));
+                reads.spawn(async move { reader.get(&url, due).await });
+            }
+            reads.join_all().await
+        }
+    };
+    let failed = results.iter().filter(|r| r.is_none()).count();
+    let latencies: Vec<Duration> = results.into_iter().flatten().collect();
     Reads {
         ok: latencies.len(),
         failed,
         latency: Summary::of(latencies.into_iter()),
+    }
+}
+
+/// Sends GETs with the app's Basic credentials, as Pipedrive does.
+#[derive(Clone)]
+struct Reader {
+    client: reqwest::Client,
+    auth: String,
+}
+
+impl Reader {
+    fn new() -> Self {
+        let credentials = format!("{}:{}", fakes::CLIENT_ID, fakes::CLIENT_SECRET);
+        Self {
+            client: load::client(),
+            auth: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            ),
+        }
+    }
+
+    /// The time from `sent` until a 200 was read in full; `None` for any other answer.
+    async fn get(&self, url: &str, sent: u64) -> Option<Duration> {
+        let response = self
+            .client
+            .get(url)
+            .header("authorization", &self.auth)
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.bytes().await.ok()?;
+        Some(Duration::from_nanos(clock::now().saturating_sub(sent)))
     }
 }
 
@@ -402,6 +455,9 @@ async fn seed_history(
     sqlx::query("VACUUM ANALYZE conversations").execute(&d.db).await?;
     sqlx::query("VACUUM ANALYZE contacts").execute(&d.db).await?;
     sqlx::query("VACUUM ANALYZE attachments").execute(&d.db).await?;
+    // The seed is a gigabyte of WAL and dirty pages: written out now, not by the checkpointer
+    // and the kernel while the reads are measured.
+    sqlx::query("CHECKPOINT").execute(&d.db).await?;
     Ok(
         sqlx::query_scalar("SELECT id::text FROM conversations WHERE channel_id = $1")
             .bind(d.channel_id)
