@@ -53,10 +53,35 @@ impl Deployment {
     /// Creates the database, starts the fakes and the service, and installs the app.
     pub async fn start(options: &Options) -> anyhow::Result<Self> {
         let (server, database, database_url) = scratch_database(&options.server_url, "pw_load").await?;
+        match Self::start_on(options, &database_url).await {
+            Ok((db, pipedrive, service, channel_id)) => Ok(Self {
+                db,
+                pipedrive,
+                service,
+                channel_id,
+                server,
+                database,
+                keep_database: options.keep_database,
+            }),
+            Err(error) => {
+                // Nothing else will drop it: the run ends here.
+                if !options.keep_database {
+                    drop_database(&server, &database).await?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The fakes and the service on the scratch database at `database_url`, installed.
+    async fn start_on(
+        options: &Options,
+        database_url: &str,
+    ) -> anyhow::Result<(PgPool, FakePipedrive, Service, Uuid)> {
         let pipedrive = FakePipedrive::start().await?;
         let graph = fakes::start_graph().await?;
         let mut env: HashMap<String, String> = [
-            ("DATABASE_URL", database_url.as_str()),
+            ("DATABASE_URL", database_url),
             ("PIPEDRIVE_CLIENT_ID", fakes::CLIENT_ID),
             ("PIPEDRIVE_CLIENT_SECRET", fakes::CLIENT_SECRET),
             ("PIPEDRIVE_OAUTH_URL", pipedrive.url.as_str()),
@@ -78,7 +103,7 @@ impl Deployment {
         let service = Service::start(&options.bin, &env, &options.log).await?;
         let db = PgPoolOptions::new()
             .max_connections(8)
-            .connect(&database_url)
+            .connect(database_url)
             .await
             .context("connect to the load database")?;
         install(&service).await?;
@@ -87,15 +112,7 @@ impl Deployment {
             .fetch_one(&db)
             .await
             .context("the install made the number a channel")?;
-        Ok(Self {
-            db,
-            pipedrive,
-            service,
-            channel_id,
-            server,
-            database,
-            keep_database: options.keep_database,
-        })
+        Ok((db, pipedrive, service, channel_id))
     }
 
     /// Stops the service and drops the database (unless kept).

@@ -20,6 +20,9 @@ impl Service {
     pub async fn start(bin: &PathBuf, env: &HashMap<String, String>, log: &PathBuf) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let address = format!("http://127.0.0.1:{port}");
+        if let Some(dir) = log.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
         let log_file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let child = Command::new(bin)
             .arg("serve")
