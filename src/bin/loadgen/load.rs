@@ -91,6 +91,10 @@ impl Posted {
     }
 }
 
+/// Most requests an open loop keeps in flight, short of the process's file descriptors; a
+/// request due while they are all taken waits, and its latency still counts from its due time.
+pub const MOST_IN_FLIGHT: usize = 8192;
+
 /// An HTTP client for many concurrent posts to one host.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -125,7 +129,7 @@ pub async fn open_loop(url: &str, shape: Shape, first: u64, rate: u64, duration:
     let client = client();
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let interval_ns = 1_000_000_000 / rate.max(1);
-    let in_flight = Arc::new(Semaphore::new(8192));
+    let in_flight = Arc::new(Semaphore::new(MOST_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     let start = clock::now();
     let mut due_times = pace(start, interval_ns, total);

@@ -1,10 +1,12 @@
 //! The scenarios: what each drives, waits for and prints. Every figure comes from one run; run
 //! a scenario several times and take the median (scripts/loadgen-suite does).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use base64::Engine;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::clock;
@@ -154,7 +156,7 @@ pub async fn history(
     let d = Deployment::start(options).await?;
     let idle = d.service.memory();
     let seeded_at = std::time::Instant::now();
-    let ids = std::sync::Arc::new(seed_history(&d, messages, conversations, media_every).await?);
+    let ids = Arc::new(seed_history(&d, messages, conversations, media_every).await?);
     let media = match media_every {
         0 => String::new(),
         n => format!(", every {n}th with a photo"),
@@ -336,10 +338,16 @@ async fn read(
         Pace::Rate(rate) => {
             let total = (rate as f64 * duration.as_secs_f64()) as u64;
             let mut due_times = load::pace(clock::now(), 1_000_000_000 / rate.max(1), total);
+            let in_flight = Arc::new(Semaphore::new(load::MOST_IN_FLIGHT));
             let mut reads = JoinSet::new();
             while let Some((i, due)) = due_times.recv().await {
+                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
                 let (reader, url) = (reader.clone(), url_of(i));
-                reads.spawn(async move { reader.get(&url, due).await });
+                reads.spawn(async move {
+                    let read = reader.get(&url, due).await;
+                    drop(permit);
+                    read
+                });
             }
             reads.join_all().await
         }
