@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::crypto::Keys;
 use crate::http::basic_auth::PipedriveCredentials;
+use crate::http::read_limit::{READS_PER_CONNECTION, ReadLimit};
 use crate::pipedrive::PipedriveClient;
 use crate::pipedrive::oauth::PipedriveOAuth;
 use crate::video::jitsi::Jitsi;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub jitsi: Arc<Jitsi>,
     /// Pipedrive's API, acting as an installation (tokens refreshed on demand).
     pub pipedrive: PipedriveClient,
+    /// Room left for Pipedrive's reads in flight.
+    pub read_limit: ReadLimit,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             graph: GraphClient::new(&config.whatsapp, http.clone()),
             jitsi: Arc::new(Jitsi::new(&config.jitsi)),
             pipedrive: PipedriveClient::new(db.clone(), http.clone(), keys.clone(), oauth),
+            read_limit: ReadLimit::new(config.database_max_connections as usize * READS_PER_CONNECTION),
             inbox: WebhookInbox::new(db.clone()),
             config: Arc::new(config),
             db,

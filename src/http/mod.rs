@@ -10,6 +10,7 @@ pub mod html;
 pub mod json_object;
 mod manifests;
 mod ops;
+pub mod read_limit;
 pub mod upload;
 
 use std::time::Duration;
@@ -49,7 +50,11 @@ pub fn router(state: AppState) -> Router {
 
     // Routes Pipedrive calls with the app's client id and secret (HTTP Basic).
     let pipedrive_facing = Router::new()
-        .merge(crate::pipedrive::provider::router())
+        .merge(
+            crate::pipedrive::provider::reads()
+                .route_layer(from_fn_with_state(state.clone(), read_limit::limit_reads)),
+        )
+        .merge(crate::pipedrive::provider::writes())
         .merge(crate::video::router())
         .route_layer(from_fn_with_state(state.clone(), basic_auth::require_pipedrive));
 

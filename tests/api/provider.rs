@@ -639,3 +639,48 @@ async fn get_message_by_id_hands_out_fresh_working_attachment_links() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answered() {
+    let app = spawn_app().await;
+    // Every read below waits a second on Meta for the templates, holding its place.
+    Mock::given(method("GET"))
+        .and(path(format!("/v25.0/{WABA_ID}/message_templates")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": []}))
+                .set_delay(Duration::from_secs(1)),
+        )
+        .mount(&app.graph)
+        .await;
+    let limit = app.config.database_max_connections as usize
+        * pipedrive_whatsapp::http::read_limit::READS_PER_CONNECTION;
+    let route = format!("/api/channels/{}/templates", PHONE_NUMBER_IDS[0]);
+    let in_flight: Vec<_> = (0..limit)
+        .map(|_| tokio::spawn(app.provider(Method::GET, &route).send()))
+        .collect();
+    eventually(Duration::from_secs(10), || async {
+        let reached = app.graph.received_requests().await.unwrap_or_default().len();
+        (reached == limit).then_some(())
+    })
+    .await;
+
+    let refused = app.provider(Method::GET, &route).send().await.unwrap();
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let message = assert_error(refused, 503, "SERVICE_UNAVAILABLE").await;
+    assert!(message.contains("Too many reads"), "{message}");
+    // Writes are not held back by the reads.
+    let unknown = app
+        .provider(Method::DELETE, "/api/channels/999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    for read in in_flight {
+        assert_eq!(read.await.unwrap().unwrap().status(), 200);
+    }
+    let after: TemplatesResponse = app.provider_get(&route).await;
+    assert!(after.success);
+    app.stop().await;
+}

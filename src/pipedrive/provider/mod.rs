@@ -19,11 +19,10 @@ use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::channels::{self, Channel, ChannelMode};
 
-/// The seven manifest endpoints (getMessageById also without the conversation segment, as the
-/// contract's paths and its manifest example disagree).
-pub fn router() -> Router<AppState> {
+/// The five reading endpoints of the manifest (getMessageById also without the conversation
+/// segment, as the contract's paths and its manifest example disagree).
+pub fn reads() -> Router<AppState> {
     Router::new()
-        .route("/api/channels/{channel}", delete(delete_channel))
         .route(
             "/api/channels/{channel}/conversations",
             get(reading::conversations),
@@ -42,6 +41,12 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/channels/{channel}/senders/{sender}", get(reading::sender))
         .route("/api/channels/{channel}/templates", get(templates))
+}
+
+/// The two writing endpoints of the manifest: postMessage and deleteChannelById.
+pub fn writes() -> Router<AppState> {
+    Router::new()
+        .route("/api/channels/{channel}", delete(delete_channel))
         .merge(post_message::router())
 }
 

@@ -1,0 +1,48 @@
+//! A bound on Pipedrive's reads in flight. Past it a read is answered 503 at once, with
+//! `Retry-After`, instead of joining the queue for a database connection. Under more reads than
+//! the machine answers, that queue grew without bound until the pool's timeout failed them
+//! after 3 s: the service reached 286–292 MiB, and the reads it answered took 3 s at the median
+//! (BENCHMARKS.md, eleventh round).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::sync::Semaphore;
+
+use super::error::error_body;
+use crate::state::AppState;
+
+/// Reads allowed in flight per connection of the database pool: enough that a burst waits for
+/// a connection rather than being refused, few enough that a read let in is answered within a
+/// few statements' time.
+pub const READS_PER_CONNECTION: usize = 8;
+
+/// The permits of the reads in flight; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ReadLimit(Arc<Semaphore>);
+
+impl ReadLimit {
+    /// Room for `reads` reads in flight.
+    pub fn new(reads: usize) -> Self {
+        Self(Arc::new(Semaphore::new(reads)))
+    }
+}
+
+/// Middleware: runs the read while it holds a permit, or refuses it when none is left.
+pub async fn limit_reads(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = state.read_limit.0.clone().try_acquire_owned() else {
+        metrics::counter!("provider_reads_refused_total").increment(1);
+        let mut response = error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many reads in progress; try again in a second",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
+}
