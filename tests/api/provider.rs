@@ -643,13 +643,14 @@ async fn get_message_by_id_hands_out_fresh_working_attachment_links() {
 #[tokio::test]
 async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answered() {
     let app = spawn_app().await;
-    // Every read below waits a second on Meta for the templates, holding its place.
+    // Every read below waits on Meta for the templates, holding its place: long enough that
+    // the last of them gets there before the first is answered, on a busy machine too.
     Mock::given(method("GET"))
         .and(path(format!("/v25.0/{WABA_ID}/message_templates")))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({"data": []}))
-                .set_delay(Duration::from_secs(1)),
+                .set_delay(Duration::from_secs(5)),
         )
         .mount(&app.graph)
         .await;
