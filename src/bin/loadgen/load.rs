@@ -91,10 +91,6 @@ impl Posted {
     }
 }
 
-/// Most requests an open loop keeps in flight, short of the process's file descriptors; a
-/// request due while they are all taken waits, and its latency still counts from its due time.
-pub const MOST_IN_FLIGHT: usize = 8192;
-
 /// An HTTP client for many concurrent posts to one host.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -127,49 +123,18 @@ async fn post(client: &reqwest::Client, url: &str, shape: Shape, seq: u64, sent:
 /// (so a slow service shows as latency, not as a slower sender). Latency counts from the due time.
 pub async fn open_loop(url: &str, shape: Shape, first: u64, rate: u64, duration: Duration) -> Posted {
     let client = client();
-    let total = (rate as f64 * duration.as_secs_f64()) as u64;
-    let interval_ns = 1_000_000_000 / rate.max(1);
-    let in_flight = Arc::new(Semaphore::new(MOST_IN_FLIGHT));
-    let mut tasks = JoinSet::new();
     let start = clock::now();
-    let mut due_times = pace(start, interval_ns, total);
-    let mut lateness = Vec::with_capacity(total as usize);
-    while let Some((i, due)) = due_times.recv().await {
-        lateness.push(Duration::from_nanos(clock::now().saturating_sub(due)));
-        let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-        let (client, url) = (client.clone(), url.to_string());
-        tasks.spawn(async move {
-            let sample = post(&client, &url, shape, first + i, due).await;
-            drop(permit);
-            sample
-        });
-    }
-    let samples = tasks.join_all().await;
+    let url = url.to_string();
+    let (samples, lateness) = at_rate(rate, duration, move |i, due| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { post(&client, &url, shape, first + i, due).await }
+    })
+    .await;
     Posted {
         samples,
         elapsed: Duration::from_nanos(clock::now() - start),
-        lateness: Some(Summary::of(lateness.into_iter())),
+        lateness: Some(lateness),
     }
-}
-
-/// The sequence numbers of `total` posts and their due times, each handed over when it is due
-/// by a thread of its own. Tokio's timers round up to whole milliseconds: paced by them, posts
-/// left 0.4 ms late at the median and 1.3 ms at p99, and every latency counted that lateness of
-/// the generator as the service's.
-pub fn pace(start: u64, interval_ns: u64, total: u64) -> mpsc::UnboundedReceiver<(u64, u64)> {
-    let (due_times, receiver) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for i in 0..total {
-            let due = start + i * interval_ns;
-            if let Some(wait) = due.checked_sub(clock::now()) {
-                std::thread::sleep(Duration::from_nanos(wait));
-            }
-            if due_times.send((i, due)).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
 }
 
 /// `concurrency` posters, each posting as soon as its previous post was answered, until
@@ -186,26 +151,95 @@ pub async fn closed_loop(
 ) -> Posted {
     let client = client();
     let start = clock::now();
-    let deadline = start + duration.as_nanos() as u64;
-    let mut posters = JoinSet::new();
-    for i in 0..concurrency {
-        let (client, url) = (client.clone(), url.to_string());
-        posters.spawn(async move {
-            let mut samples = Vec::new();
-            let mut n = i;
-            while n < limit && clock::now() < deadline {
-                samples.push(post(&client, &url, shape, first + n, clock::now()).await);
-                n += concurrency;
-            }
-            samples
-        });
-    }
-    let samples = posters.join_all().await.into_iter().flatten().collect();
+    let url = url.to_string();
+    let samples = back_to_back(concurrency, duration, limit, move |n, sent| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { post(&client, &url, shape, first + n, sent).await }
+    })
+    .await;
     Posted {
         samples,
         elapsed: Duration::from_nanos(clock::now() - start),
         lateness: None,
     }
+}
+
+/// Most requests an open loop keeps in flight, short of the process's file descriptors; a
+/// request due while they are all taken waits, and its latency still counts from its due time.
+const MOST_IN_FLIGHT: usize = 8192;
+
+/// The open loop: `rate` requests a second for `duration`, request `i` sent by `send(i, due)` at
+/// its due time whatever the answers before it; their results in order of `i`, and how late
+/// each left (the generator's own error, which every latency counted from `due` includes).
+pub async fn at_rate<T, F, Fut>(rate: u64, duration: Duration, send: F) -> (Vec<T>, Summary)
+where
+    T: Send + 'static,
+    F: Fn(u64, u64) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let interval_ns = 1_000_000_000 / rate.max(1);
+    let in_flight = Arc::new(Semaphore::new(MOST_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    let mut due_times = pace(clock::now(), interval_ns, total);
+    let mut lateness = Vec::with_capacity(total as usize);
+    while let Some((i, due)) = due_times.recv().await {
+        lateness.push(Duration::from_nanos(clock::now().saturating_sub(due)));
+        let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+        let request = send(i, due);
+        tasks.spawn(async move {
+            let result = request.await;
+            drop(permit);
+            result
+        });
+    }
+    (tasks.join_all().await, Summary::of(lateness.into_iter()))
+}
+
+/// The sequence numbers of `total` posts and their due times, each handed over when it is due
+/// by a thread of its own. Tokio's timers round up to whole milliseconds: paced by them, posts
+/// left 0.4 ms late at the median and 1.3 ms at p99, and every latency counted that lateness of
+/// the generator as the service's.
+fn pace(start: u64, interval_ns: u64, total: u64) -> mpsc::UnboundedReceiver<(u64, u64)> {
+    let (due_times, receiver) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for i in 0..total {
+            let due = start + i * interval_ns;
+            if let Some(wait) = due.checked_sub(clock::now()) {
+                std::thread::sleep(Duration::from_nanos(wait));
+            }
+            if due_times.send((i, due)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// The closed loop: `concurrency` senders, each sending its next request as soon as the
+/// previous one was answered, until `duration` passes or `limit` requests were sent. Sender `s`
+/// sends `s, s + concurrency, …`, request `n` by `send(n, sent)`; every sender's results.
+pub async fn back_to_back<T, F, Fut>(concurrency: u64, duration: Duration, limit: u64, send: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + Send,
+{
+    let deadline = clock::now() + duration.as_nanos() as u64;
+    let mut senders = JoinSet::new();
+    for first in 0..concurrency {
+        let send = send.clone();
+        senders.spawn(async move {
+            let mut results = Vec::new();
+            let mut n = first;
+            while n < limit && clock::now() < deadline {
+                results.push(send(n, clock::now()).await);
+                n += concurrency;
+            }
+            results
+        });
+    }
+    senders.join_all().await.into_iter().flatten().collect()
 }
 
 /// Acknowledged messages checked against Pipedrive's deliveries.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::bail;
 use base64::Engine;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::clock;
@@ -317,40 +316,13 @@ async fn read(
     url_of: impl Fn(u64) -> String + Send + Sync + Clone + 'static,
 ) -> Reads {
     let reader = Reader::new();
+    let send = move |i, sent| {
+        let (reader, url) = (reader.clone(), url_of(i));
+        async move { reader.get(&url, sent).await }
+    };
     let results = match pace {
-        Pace::Posters(concurrency) => {
-            let deadline = clock::now() + duration.as_nanos() as u64;
-            let mut readers = JoinSet::new();
-            for first in 0..concurrency {
-                let (reader, url_of) = (reader.clone(), url_of.clone());
-                readers.spawn(async move {
-                    let mut results = Vec::new();
-                    let mut i = first;
-                    while clock::now() < deadline {
-                        results.push(reader.get(&url_of(i), clock::now()).await);
-                        i += concurrency;
-                    }
-                    results
-                });
-            }
-            readers.join_all().await.into_iter().flatten().collect()
-        }
-        Pace::Rate(rate) => {
-            let total = (rate as f64 * duration.as_secs_f64()) as u64;
-            let mut due_times = load::pace(clock::now(), 1_000_000_000 / rate.max(1), total);
-            let in_flight = Arc::new(Semaphore::new(load::MOST_IN_FLIGHT));
-            let mut reads = JoinSet::new();
-            while let Some((i, due)) = due_times.recv().await {
-                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-                let (reader, url) = (reader.clone(), url_of(i));
-                reads.spawn(async move {
-                    let read = reader.get(&url, due).await;
-                    drop(permit);
-                    read
-                });
-            }
-            reads.join_all().await
-        }
+        Pace::Posters(concurrency) => load::back_to_back(concurrency, duration, u64::MAX, send).await,
+        Pace::Rate(rate) => load::at_rate(rate, duration, send).await.0,
     };
     let failed = results.iter().filter(|r| r.is_none()).count();
     let latencies: Vec<Duration> = results.into_iter().flatten().collect();
