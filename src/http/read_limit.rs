@@ -15,10 +15,11 @@ use tokio::sync::Semaphore;
 use super::error::error_body;
 use crate::state::AppState;
 
-/// Reads allowed in flight per connection of the database pool: enough that a burst waits for
-/// a connection rather than being refused, few enough that a read let in is answered within a
-/// few statements' time.
-pub const READS_PER_CONNECTION: usize = 8;
+/// Reads allowed in flight per connection of the database pool: enough that the reads arriving
+/// during a stall of the machine of about 100 ms at 2,000–3,000 a second wait for a connection
+/// rather than being refused (8 refused some), few enough to keep the service near 40 MiB under
+/// four times the reads it answers (BENCHMARKS.md, twelfth round).
+pub const READS_PER_CONNECTION: usize = 32;
 
 /// The permits of the reads in flight; cheap to clone.
 #[derive(Clone, Debug)]
