@@ -75,6 +75,7 @@ impl Application {
             shutdown.clone(),
             &tasks,
         );
+        crate::whatsapp::retention::spawn(state.db.clone(), shutdown.clone(), &tasks);
         tasks.spawn(metrics_upkeep(state.clone(), shutdown.clone()));
         Ok(Self {
             listener,

@@ -151,3 +151,51 @@ pub async fn requeue(db: impl PgExecutor<'_>, state: &str) -> Result<u64, sqlx::
     .await?;
     Ok(updated.rows_affected())
 }
+
+/// What one step of [`purge_processed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeStep {
+    /// Bodies deleted.
+    pub deleted: u64,
+    /// The inbox id to go on after, or `None` once a webhook received at or after the cutoff
+    /// was met, or none was left.
+    pub next: Option<i64>,
+}
+
+/// Looks at the `scan` oldest webhooks after inbox id `after` and deletes those processed and
+/// received before `cutoff`; parked and failed ones stay for `webhooks replay`. Ids follow
+/// arrival, so the walk is along the primary key, from the oldest, and stops at the first
+/// webhook too recent to go: no index on the times, which every webhook would pay for.
+pub async fn purge_processed(
+    db: impl PgExecutor<'_>,
+    after: i64,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    scan: i64,
+) -> Result<PurgeStep, sqlx::Error> {
+    // The state is checked on the row deleted as well as on the one looked at, so a webhook
+    // requeued meanwhile is not deleted.
+    let step = sqlx::query!(
+        r#"WITH oldest AS (
+               SELECT id, state, received_at FROM webhook_events
+               WHERE id > $1 ORDER BY id LIMIT $3
+           ), gone AS (
+               DELETE FROM webhook_events w USING oldest o
+               WHERE w.id = o.id AND o.state = 'processed' AND o.received_at < $2
+                 AND w.state = 'processed'
+               RETURNING w.id
+           )
+           SELECT (SELECT count(*) FROM gone) AS "deleted!",
+                  (SELECT max(id) FROM oldest) AS last,
+                  (SELECT count(*) < $3 OR coalesce(bool_or(received_at >= $2), false) FROM oldest)
+                      AS "reached_end!""#,
+        after,
+        cutoff,
+        scan,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(PurgeStep {
+        deleted: step.deleted as u64,
+        next: step.last.filter(|_| !step.reached_end),
+    })
+}

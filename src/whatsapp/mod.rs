@@ -9,6 +9,7 @@ pub mod outbound;
 pub mod payload;
 pub mod render;
 pub mod reply;
+pub mod retention;
 pub mod send;
 pub mod signature;
 pub mod templates;

@@ -685,6 +685,50 @@ async fn a_customer_removed_after_an_earlier_batch_found_them_is_stored_again() 
 }
 
 #[tokio::test]
+async fn processed_webhooks_are_deleted_after_their_retention_and_the_rest_kept() {
+    use pipedrive_whatsapp::whatsapp::retention;
+    let app = spawn_app().await;
+    // Oldest first: a webhook for a number not served, which is parked, then five messages.
+    let parked = inbound_webhook(
+        "555000111",
+        CUSTOMER,
+        "Ana",
+        vec![text_message("wamid.PARKED", CUSTOMER, 1, "hi")],
+    );
+    app.post_webhook(&parked).await;
+    for n in 0..5 {
+        assert_eq!(
+            text_from_customer(&app, &format!("wamid.KEPT-{n}"), n + 2, "hello").await,
+            200
+        );
+    }
+    assert_eq!(processed(&app.db).await.len(), 6);
+    // The parked webhook and the first three messages arrived eight days ago.
+    sqlx::query(
+        "UPDATE webhook_events SET received_at = now() - interval '8 days'
+         WHERE id IN (SELECT id FROM webhook_events ORDER BY id LIMIT 4)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    // Two looked at per statement: the walk steps over the parked webhook, deletes the three
+    // old processed ones, and stops at the first recent one.
+    let cutoff = chrono::Utc::now() - retention::KEEP;
+    let running = tokio_util::sync::CancellationToken::new();
+    assert_eq!(retention::purge(&app.db, cutoff, 2, &running).await.unwrap(), 3);
+    let left: Vec<String> = sqlx::query_scalar("SELECT state FROM webhook_events ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, ["parked", "processed", "processed"]);
+    // What they carried stays in the history.
+    assert_eq!(message_count(&app.db).await, 5);
+    assert_eq!(retention::purge(&app.db, cutoff, 2, &running).await.unwrap(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn parked_webhooks_are_processed_once_replayed_after_the_number_is_served() {
     let app = spawn_app().await;
     let hook = inbound_webhook(
