@@ -1,5 +1,7 @@
-//! A bound on Pipedrive's reads in flight. Past it a read is answered 503 at once, with
-//! `Retry-After`, instead of joining the queue for a database connection. Under more reads than
+//! A bound on Pipedrive's reads in flight. Past it a read is answered at once with the
+//! contract's 429 `RATE_LIMIT_EXCEEDED`, a `retry_by` a second later and `Retry-After`, instead
+//! of joining the queue for a database connection. The contract has no 5xx: 429 is how a
+//! provider tells Pipedrive it is throttling, and when to try again. Under more reads than
 //! the machine answers, that queue grew without bound until the pool's timeout failed them
 //! after 3 s: the service reached 286–292 MiB, and the reads it answered took 3 s at the median
 //! (BENCHMARKS.md, eleventh round).
@@ -7,12 +9,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use chrono::{TimeDelta, Utc};
 use tokio::sync::Semaphore;
 
-use super::error::error_body;
+use super::error::ApiError;
 use crate::state::AppState;
 
 /// Reads allowed in flight per connection of the database pool: enough that the reads arriving
@@ -36,14 +38,11 @@ impl ReadLimit {
 pub async fn limit_reads(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Ok(_permit) = state.read_limit.0.clone().try_acquire_owned() else {
         metrics::counter!("provider_reads_refused_total").increment(1);
-        let mut response = error_body(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many reads in progress; try again in a second",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return ApiError::RateLimited {
+            message: "Too many reads in progress; try again in a second".into(),
+            retry_by: Utc::now() + TimeDelta::seconds(1),
+        }
+        .into_response();
     };
     next.run(request).await
 }

@@ -666,10 +666,30 @@ async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answere
     })
     .await;
 
+    // The contract's way of saying "later": 429 with the time to try again.
+    let sent = Utc::now();
     let refused = app.provider(Method::GET, &route).send().await.unwrap();
+    let answered = Utc::now();
+    assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["retry-after"], "1");
-    let message = assert_error(refused, 503, "SERVICE_UNAVAILABLE").await;
-    assert!(message.contains("Too many reads"), "{message}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["data"]["code"], "RATE_LIMIT_EXCEEDED", "{body}");
+    assert!(
+        body["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many reads"),
+        "{body}"
+    );
+    let retry_by: DateTime<Utc> = body["data"]["retry_by"].as_str().unwrap().parse().unwrap();
+    // A second after the refusal, written to the millisecond.
+    let second = chrono::TimeDelta::seconds(1);
+    assert!(
+        retry_by >= sent + second - chrono::TimeDelta::milliseconds(1),
+        "{body}"
+    );
+    assert!(retry_by <= answered + second, "{body}");
     // Writes are not held back by the reads.
     let unknown = app
         .provider(Method::DELETE, "/api/channels/999999")
