@@ -233,6 +233,13 @@ where
 
 /// Asserts the body is the contract's error envelope with `code`, and returns its message.
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    let body = assert_error_body(response, status, code).await;
+    body["data"]["message"].as_str().expect("message").to_string()
+}
+
+/// Like [`assert_error`], for errors that carry more than a message (a 429's `retry_by`): the
+/// whole body.
+pub async fn assert_error_body(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status);
     assert!(
         response
@@ -245,9 +252,9 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     let body: serde_json::Value = response.json().await.expect("JSON body");
     assert_eq!(body["success"], false, "{body}");
     assert_eq!(body["data"]["code"], code, "{body}");
-    let message = body["data"]["message"].as_str().expect("message").to_string();
+    let message = body["data"]["message"].as_str().expect("message");
     assert!(!message.is_empty());
-    message
+    body
 }
 
 impl TestApp {

@@ -17,8 +17,8 @@ use crate::contract::{
     TemplatesResponse, assert_contract_time, assert_participants,
 };
 use crate::helpers::{
-    CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, TestApp, WABA_ID, assert_error, eventually, inbound_webhook,
-    message_count, spawn_app, text_message,
+    CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, TestApp, WABA_ID, assert_error, assert_error_body,
+    eventually, inbound_webhook, message_count, spawn_app, text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
@@ -670,11 +670,8 @@ async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answere
     let sent = Utc::now();
     let refused = app.provider(Method::GET, &route).send().await.unwrap();
     let answered = Utc::now();
-    assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["retry-after"], "1");
-    let body: serde_json::Value = refused.json().await.unwrap();
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["data"]["code"], "RATE_LIMIT_EXCEEDED", "{body}");
+    let body = assert_error_body(refused, 429, "RATE_LIMIT_EXCEEDED").await;
     assert!(
         body["data"]["message"]
             .as_str()
