@@ -11,8 +11,8 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::json;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use serde_json::{Value, json};
 
 /// A failed request, as the client should see it.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,9 @@ impl ApiError {
     }
 }
 
+/// How long a caller turned away by an outage of the database is asked to wait.
+const OUTAGE_RETRY_SECONDS: i64 = 5;
+
 /// The contract's error code for a status.
 pub fn code_for(status: StatusCode) -> &'static str {
     match status {
@@ -110,7 +113,9 @@ impl IntoResponse for ApiError {
                 error_body(status, "Internal error; the cause has been logged")
             }
             ApiError::RateLimited { message, retry_by } => {
-                let seconds = (retry_by - Utc::now()).num_seconds().max(1);
+                // Rounded up: a caller honouring Retry-After must not come back before retry_by.
+                let millis = (retry_by - Utc::now()).num_milliseconds();
+                let seconds = ((millis + 999) / 1000).max(1);
                 let retry_by = retry_by.to_rfc3339_opts(SecondsFormat::Millis, true);
                 let mut response = (
                     status,
@@ -127,7 +132,7 @@ impl IntoResponse for ApiError {
                 let mut response = error_body(status, &message);
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(OUTAGE_RETRY_SECONDS));
                 response
             }
             other => error_body(status, &other.to_string()),
@@ -165,6 +170,28 @@ impl From<Arc<sqlx::Error>> for ApiError {
 /// SQLSTATE class 22: the values sent, not the query, are wrong.
 fn is_data_exception(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")))
+}
+
+/// Middleware of the provider endpoints: an outage (503) is answered as throttling, the
+/// contract's 429 `RATE_LIMIT_EXCEEDED` with a `retry_by`. The provider contract lists no 5xx for
+/// any endpoint, and 429 is the one answer in it that tells Pipedrive when to try again. Meta's
+/// webhooks keep their 503, which Meta retries.
+pub async fn outage_as_rate_limit(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return response;
+    }
+    let message = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|body| body["data"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "The service is unavailable; retry shortly".into());
+    ApiError::RateLimited {
+        message,
+        retry_by: Utc::now() + TimeDelta::seconds(OUTAGE_RETRY_SECONDS),
+    }
+    .into_response()
 }
 
 /// Rewrites error responses produced outside our handlers (body limits, timeouts, routing,

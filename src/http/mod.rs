@@ -48,13 +48,17 @@ pub fn router(state: AppState) -> Router {
         .route(assets::CHANNEL_ICON_PATH, get(assets::channel_icon))
         .merge(crate::pipedrive::router());
 
-    // Routes Pipedrive calls with the app's client id and secret (HTTP Basic).
-    let pipedrive_facing = Router::new()
+    let provider = Router::new()
         .merge(
             crate::pipedrive::provider::reads()
                 .route_layer(from_fn_with_state(state.clone(), read_limit::limit_reads)),
         )
         .merge(crate::pipedrive::provider::writes())
+        .route_layer(from_fn(error::outage_as_rate_limit));
+
+    // Routes Pipedrive calls with the app's client id and secret (HTTP Basic).
+    let pipedrive_facing = Router::new()
+        .merge(provider)
         .merge(crate::video::router())
         .route_layer(from_fn_with_state(state.clone(), basic_auth::require_pipedrive));
 

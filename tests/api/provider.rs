@@ -17,8 +17,8 @@ use crate::contract::{
     TemplatesResponse, assert_contract_time, assert_participants,
 };
 use crate::helpers::{
-    CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, TestApp, WABA_ID, assert_error, assert_error_body,
-    eventually, inbound_webhook, message_count, spawn_app, text_message,
+    CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, PgProxy, TestApp, WABA_ID, assert_error, assert_error_body,
+    eventually, inbound_webhook, message_count, spawn_app, spawn_app_with, text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
@@ -700,5 +700,48 @@ async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answere
     }
     let after: TemplatesResponse = app.provider_get(&route).await;
     assert!(after.success);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_is_answered_as_the_contracts_429_and_reads_resume() {
+    let database = crate::helpers::fresh_database().await;
+    let proxy = PgProxy::start(&database).await;
+    let proxy_url = proxy.url.clone();
+    let app = spawn_app_with(|env| {
+        env.insert("DATABASE_URL".into(), proxy_url);
+    })
+    .await;
+    let conversations = format!("/api/channels/{}/conversations", PHONE_NUMBER_IDS[0]);
+    let _: ConversationsResponse = app.provider_get(&conversations).await;
+
+    proxy.cut();
+    // The contract has no 5xx: the outage is throttling, with the time to try again.
+    for request in [
+        app.provider(Method::GET, &conversations),
+        app.provider(Method::DELETE, &format!("/api/channels/{}", PHONE_NUMBER_IDS[0])),
+    ] {
+        let sent = Utc::now();
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.headers()["retry-after"], "5");
+        let body = assert_error_body(refused, 429, "RATE_LIMIT_EXCEEDED").await;
+        assert!(
+            body["data"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("database is unavailable"),
+            "{body}"
+        );
+        let retry_by: DateTime<Utc> = body["data"]["retry_by"].as_str().unwrap().parse().unwrap();
+        assert!(retry_by >= sent + chrono::TimeDelta::seconds(5) - chrono::TimeDelta::milliseconds(1));
+        assert!(retry_by <= Utc::now() + chrono::TimeDelta::seconds(5), "{body}");
+    }
+
+    proxy.restore();
+    eventually(Duration::from_secs(15), || async {
+        let response = app.provider(Method::GET, &conversations).send().await.unwrap();
+        (response.status() == 200).then_some(())
+    })
+    .await;
     app.stop().await;
 }
