@@ -309,6 +309,19 @@ pub fn text_message(wamid: &str, wa_id: &str, timestamp: i64, body: &str) -> ser
         "text": {"body": body}})
 }
 
+/// An app on a fresh database reached through a [`PgProxy`], for tests that cut the database;
+/// the app, the proxy and the database's direct URL.
+pub async fn spawn_app_behind_proxy() -> (TestApp, PgProxy, String) {
+    let database = fresh_database().await;
+    let proxy = PgProxy::start(&database).await;
+    let proxy_url = proxy.url.clone();
+    let app = spawn_app_with(|env| {
+        env.insert("DATABASE_URL".into(), proxy_url);
+    })
+    .await;
+    (app, proxy, database)
+}
+
 /// A TCP relay to PostgreSQL that a test can cut (connections dropped, new ones refused) and
 /// restore, to simulate a database outage.
 pub struct PgProxy {

@@ -17,8 +17,8 @@ use crate::contract::{
     TemplatesResponse, assert_contract_time, assert_participants,
 };
 use crate::helpers::{
-    CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, PgProxy, TestApp, WABA_ID, assert_error, assert_error_body,
-    eventually, inbound_webhook, message_count, spawn_app, spawn_app_with, text_message,
+    CLIENT_ID, CLIENT_SECRET, PHONE_NUMBER_IDS, TestApp, WABA_ID, assert_error, assert_error_body,
+    eventually, inbound_webhook, message_count, spawn_app, spawn_app_behind_proxy, text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
@@ -705,13 +705,7 @@ async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answere
 
 #[tokio::test]
 async fn a_database_outage_is_answered_as_the_contracts_429_and_reads_resume() {
-    let database = crate::helpers::fresh_database().await;
-    let proxy = PgProxy::start(&database).await;
-    let proxy_url = proxy.url.clone();
-    let app = spawn_app_with(|env| {
-        env.insert("DATABASE_URL".into(), proxy_url);
-    })
-    .await;
+    let (app, proxy, _) = spawn_app_behind_proxy().await;
     let conversations = format!("/api/channels/{}/conversations", PHONE_NUMBER_IDS[0]);
     let _: ConversationsResponse = app.provider_get(&conversations).await;
 

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    APP_SECRET, PHONE_NUMBER_IDS, PgProxy, TestApp, VERIFY_TOKEN, assert_error, eventually, inbound_webhook,
-    message_count, spawn_app, spawn_app_with, status_webhook, text_message,
+    APP_SECRET, PHONE_NUMBER_IDS, TestApp, VERIFY_TOKEN, assert_error, eventually, inbound_webhook,
+    message_count, spawn_app, spawn_app_behind_proxy, status_webhook, text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
@@ -594,13 +594,7 @@ async fn a_status_is_matched_by_our_callback_data_before_the_wamid_is_stored() {
 
 #[tokio::test]
 async fn the_database_being_down_gives_503_and_the_service_recovers() {
-    let database = crate::helpers::fresh_database().await;
-    let proxy = PgProxy::start(&database).await;
-    let proxy_url = proxy.url.clone();
-    let app = spawn_app_with(|env| {
-        env.insert("DATABASE_URL".into(), proxy_url);
-    })
-    .await;
+    let (app, proxy, database) = spawn_app_behind_proxy().await;
     let hook = inbound_webhook(
         PHONE_NUMBER_IDS[0],
         CUSTOMER,
