@@ -707,10 +707,14 @@ async fn processed_webhooks_are_deleted_after_their_retention_and_the_rest_kept(
     .unwrap();
 
     // Two looked at per statement: the walk steps over the parked webhook, deletes the three
-    // old processed ones, and stops at the first recent one.
+    // old processed ones, and stops at the first recent one, resting between statements.
+    let pace = retention::Pace { scan: 2, rest: 1 };
     let cutoff = chrono::Utc::now() - retention::KEEP;
     let running = tokio_util::sync::CancellationToken::new();
-    assert_eq!(retention::purge(&app.db, cutoff, 2, &running).await.unwrap(), 3);
+    assert_eq!(
+        retention::purge(&app.db, cutoff, pace, &running).await.unwrap(),
+        3
+    );
     let left: Vec<String> = sqlx::query_scalar("SELECT state FROM webhook_events ORDER BY id")
         .fetch_all(&app.db)
         .await
@@ -718,7 +722,10 @@ async fn processed_webhooks_are_deleted_after_their_retention_and_the_rest_kept(
     assert_eq!(left, ["parked", "processed", "processed"]);
     // What they carried stays in the history.
     assert_eq!(message_count(&app.db).await, 5);
-    assert_eq!(retention::purge(&app.db, cutoff, 2, &running).await.unwrap(), 0);
+    assert_eq!(
+        retention::purge(&app.db, cutoff, pace, &running).await.unwrap(),
+        0
+    );
     app.stop().await;
 }
 

@@ -60,6 +60,10 @@ enum Scenario {
         seconds: u64,
         #[arg(long, default_value_t = 1024)]
         conversations: u64,
+        /// Processed webhooks received past their retention, seeded before the load and purged
+        /// during it, as the service's hourly purge does.
+        #[arg(long, default_value_t = 0)]
+        aged_webhooks: u64,
     },
     /// End to end at a steady rate: webhook sent → Pipedrive receive.
     E2e {
@@ -69,6 +73,10 @@ enum Scenario {
         seconds: u64,
         #[arg(long, default_value_t = 1000)]
         conversations: u64,
+        /// Processed webhooks received past their retention, seeded before the load and purged
+        /// during it, as the service's hourly purge does.
+        #[arg(long, default_value_t = 0)]
+        aged_webhooks: u64,
     },
     /// A backlog queued while Pipedrive is down, delivered once it is back.
     Drain {
@@ -160,19 +168,24 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             posters,
             seconds,
             conversations,
+            aged_webhooks,
         } => {
             let pace = if rate == 0 {
                 Pace::Posters(posters)
             } else {
                 Pace::Rate(rate)
             };
-            scenarios::webhooks(&options, "ingest", pace, seconds, conversations).await
+            scenarios::webhooks(&options, "ingest", pace, seconds, conversations, aged_webhooks).await
         }
         Scenario::E2e {
             rate,
             seconds,
             conversations,
-        } => scenarios::webhooks(&options, "e2e", Pace::Rate(rate), seconds, conversations).await,
+            aged_webhooks,
+        } => {
+            let pace = Pace::Rate(rate);
+            scenarios::webhooks(&options, "e2e", pace, seconds, conversations, aged_webhooks).await
+        }
         Scenario::Drain {
             messages,
             conversations,

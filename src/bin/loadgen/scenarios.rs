@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::bail;
 use base64::Engine;
+use pipedrive_whatsapp::whatsapp::retention;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::deployment::{self, Deployment, Options};
@@ -25,22 +27,32 @@ pub enum Pace {
 }
 
 /// `ingest` and `e2e`: webhooks at a pace for a while, then every acknowledged message must reach
-/// Pipedrive exactly once and in order.
+/// Pipedrive exactly once and in order. With `aged` > 0, that many processed webhooks past their
+/// retention are stored first and purged while the load runs.
 pub async fn webhooks(
     options: &Options,
     name: &str,
     pace: Pace,
     seconds: u64,
     conversations: u64,
+    aged: u64,
 ) -> anyhow::Result<bool> {
     let d = Deployment::start(options).await?;
     let idle = d.service.memory();
     let shape = shape_for(conversations, pace);
     let url = d.service.url("/webhooks/whatsapp");
     let duration = Duration::from_secs(seconds);
+    let purge = match aged {
+        0 => None,
+        n => Some(purge_during_load(&d, n).await?),
+    };
     let posted = match pace {
         Pace::Rate(rate) => load::open_loop(&url, shape, 0, rate, duration).await,
         Pace::Posters(n) => load::closed_loop(&url, shape, 0, n, duration, u64::MAX).await,
+    };
+    let purged = match purge {
+        Some(purge) => Some(purge.await??),
+        None => None,
     };
     let acknowledged = posted.acknowledged();
     let last_ack = clock::now();
@@ -66,8 +78,50 @@ pub async fn webhooks(
             " (NOT all delivered within 600 s)"
         }
     );
+    if let Some((deleted, took)) = purged {
+        println!(
+            "  purge during the load              {deleted} of {aged} aged webhooks deleted in {} s",
+            fmt_secs(took)
+        );
+    }
     println!("  ledger                             {ledger}");
     finish(d, idle, memory, delivered && ledger.clean()).await
+}
+
+/// Stores `n` processed webhooks received a day past their retention, then starts the purge
+/// the service runs hourly, on its own connection as the service's runs; the purge's task gives
+/// how many it deleted and how long it took.
+async fn purge_during_load(
+    d: &Deployment,
+    n: u64,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(u64, Duration), sqlx::Error>>> {
+    let seeded_at = std::time::Instant::now();
+    let received = chrono::Utc::now() - retention::KEEP - chrono::TimeDelta::days(1);
+    // A body of the load's size; its content is never read again.
+    sqlx::query(
+        "INSERT INTO webhook_events (received_at, body, state, processed_at)
+         SELECT $1, convert_to(repeat('x', 620), 'UTF8'), 'processed', $1
+         FROM generate_series(1, $2)",
+    )
+    .bind(received)
+    .bind(n as i64)
+    .execute(&d.db)
+    .await?;
+    sqlx::query("VACUUM ANALYZE webhook_events")
+        .execute(&d.db)
+        .await?;
+    sqlx::query("CHECKPOINT").execute(&d.db).await?;
+    println!(
+        "  aged webhooks                      {n} stored in {} s",
+        fmt_secs(seeded_at.elapsed())
+    );
+    let db = d.db.clone();
+    Ok(tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let cutoff = chrono::Utc::now() - retention::KEEP;
+        let deleted = retention::purge(&db, cutoff, retention::PACE, &CancellationToken::new()).await?;
+        Ok((deleted, started.elapsed()))
+    }))
 }
 
 /// `drain`: `messages` webhooks stored and queued while Pipedrive is down; then Pipedrive comes
