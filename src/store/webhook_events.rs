@@ -152,24 +152,28 @@ pub async fn requeue(db: impl PgExecutor<'_>, state: &str) -> Result<u64, sqlx::
     Ok(updated.rows_affected())
 }
 
-/// What one step of [`purge_processed`] did.
+/// What one step of [`purge_expired`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeStep {
-    /// Bodies deleted.
-    pub deleted: u64,
+    /// Processed bodies deleted.
+    pub processed: u64,
+    /// Parked bodies deleted.
+    pub parked: u64,
     /// The inbox id to go on after, or `None` once a webhook received at or after the cutoff
-    /// was met, or none was left.
+    /// of processed ones was met, or none was left.
     pub next: Option<i64>,
 }
 
 /// Looks at the `scan` oldest webhooks after inbox id `after` and deletes those processed and
-/// received before `cutoff`; parked and failed ones stay for `webhooks replay`. Ids follow
-/// arrival, so the walk is along the primary key, from the oldest, and stops at the first
-/// webhook too recent to go: no index on the times, which every webhook would pay for.
-pub async fn purge_processed(
+/// received before `processed_before`, and those parked and received before `parked_before`;
+/// failed ones stay for `webhooks replay`. Ids follow arrival, so the walk is along the primary
+/// key, from the oldest, and stops at the first webhook too recent to go: no index on the
+/// times, which every webhook would pay for.
+pub async fn purge_expired(
     db: impl PgExecutor<'_>,
     after: i64,
-    cutoff: chrono::DateTime<chrono::Utc>,
+    processed_before: chrono::DateTime<chrono::Utc>,
+    parked_before: chrono::DateTime<chrono::Utc>,
     scan: i64,
 ) -> Result<PurgeStep, sqlx::Error> {
     // The state is checked on the row deleted as well as on the one looked at, so a webhook
@@ -177,25 +181,29 @@ pub async fn purge_processed(
     let step = sqlx::query!(
         r#"WITH oldest AS (
                SELECT id, state, received_at FROM webhook_events
-               WHERE id > $1 ORDER BY id LIMIT $3
+               WHERE id > $1 ORDER BY id LIMIT $4
            ), gone AS (
                DELETE FROM webhook_events w USING oldest o
-               WHERE w.id = o.id AND o.state = 'processed' AND o.received_at < $2
-                 AND w.state = 'processed'
-               RETURNING w.id
+               WHERE w.id = o.id AND w.state = o.state
+                 AND ((o.state = 'processed' AND o.received_at < $2)
+                      OR (o.state = 'parked' AND o.received_at < $3))
+               RETURNING w.state
            )
-           SELECT (SELECT count(*) FROM gone) AS "deleted!",
+           SELECT (SELECT count(*) FROM gone WHERE state = 'processed') AS "processed!",
+                  (SELECT count(*) FROM gone WHERE state = 'parked') AS "parked!",
                   (SELECT max(id) FROM oldest) AS last,
-                  (SELECT count(*) < $3 OR coalesce(bool_or(received_at >= $2), false) FROM oldest)
+                  (SELECT count(*) < $4 OR coalesce(bool_or(received_at >= $2), false) FROM oldest)
                       AS "reached_end!""#,
         after,
-        cutoff,
+        processed_before,
+        parked_before,
         scan,
     )
     .fetch_one(db)
     .await?;
     Ok(PurgeStep {
-        deleted: step.deleted as u64,
+        processed: step.processed as u64,
+        parked: step.parked as u64,
         next: step.last.filter(|_| !step.reached_end),
     })
 }

@@ -679,7 +679,7 @@ async fn a_customer_removed_after_an_earlier_batch_found_them_is_stored_again() 
 }
 
 #[tokio::test]
-async fn processed_webhooks_are_deleted_after_their_retention_and_the_rest_kept() {
+async fn webhooks_are_deleted_after_their_retention_parked_ones_after_30_days() {
     use pipedrive_whatsapp::whatsapp::retention;
     let app = spawn_app().await;
     // Oldest first: a webhook for a number not served, which is parked, then five messages.
@@ -709,23 +709,44 @@ async fn processed_webhooks_are_deleted_after_their_retention_and_the_rest_kept(
     // Two looked at per statement: the walk steps over the parked webhook, deletes the three
     // old processed ones, and stops at the first recent one, resting between statements.
     let pace = retention::Pace { scan: 2, rest: 1 };
-    let cutoff = chrono::Utc::now() - retention::KEEP;
     let running = tokio_util::sync::CancellationToken::new();
-    assert_eq!(
-        retention::purge(&app.db, cutoff, pace, &running).await.unwrap(),
-        3
-    );
-    let left: Vec<String> = sqlx::query_scalar("SELECT state FROM webhook_events ORDER BY id")
+    let now = chrono::Utc::now();
+    let purged = retention::purge(&app.db, retention::Cutoffs::at(now), 0, pace, &running)
+        .await
+        .unwrap();
+    assert_eq!((purged.processed, purged.parked), (3, 0));
+    let left: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM webhook_events ORDER BY id")
         .fetch_all(&app.db)
         .await
         .unwrap();
-    assert_eq!(left, ["parked", "processed", "processed"]);
+    let states: Vec<&str> = left.iter().map(|(_, state)| state.as_str()).collect();
+    assert_eq!(states, ["parked", "processed", "processed"]);
     // What they carried stays in the history.
     assert_eq!(message_count(&app.db).await, 5);
-    assert_eq!(
-        retention::purge(&app.db, cutoff, pace, &running).await.unwrap(),
-        0
-    );
+    // The next purge goes on behind the parked webhook, and finds nothing to delete.
+    assert!(purged.resume_after >= left[0].0, "{purged:?} {left:?}");
+    let again = retention::purge(
+        &app.db,
+        retention::Cutoffs::at(now),
+        purged.resume_after,
+        pace,
+        &running,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.processed, again.parked), (0, 0));
+
+    // A parked webhook goes 30 days after it arrived, in a walk from the oldest.
+    let a_month_later = now + chrono::TimeDelta::days(22) + chrono::TimeDelta::minutes(1);
+    let cutoffs = retention::Cutoffs {
+        parked: a_month_later - retention::KEEP_PARKED,
+        processed: now - retention::KEEP,
+    };
+    let late = retention::purge(&app.db, cutoffs, 0, pace, &running)
+        .await
+        .unwrap();
+    assert_eq!((late.processed, late.parked), (0, 1));
+    assert_eq!(processed(&app.db).await.len(), 2);
     app.stop().await;
 }
 

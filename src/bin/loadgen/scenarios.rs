@@ -118,9 +118,9 @@ async fn purge_during_load(
     let db = d.db.clone();
     Ok(tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let cutoff = chrono::Utc::now() - retention::KEEP;
-        let deleted = retention::purge(&db, cutoff, retention::PACE, &CancellationToken::new()).await?;
-        Ok((deleted, started.elapsed()))
+        let cutoffs = retention::Cutoffs::at(chrono::Utc::now());
+        let purged = retention::purge(&db, cutoffs, 0, retention::PACE, &CancellationToken::new()).await?;
+        Ok((purged.processed, started.elapsed()))
     }))
 }
 
