@@ -76,6 +76,7 @@ impl Application {
             &tasks,
         );
         crate::whatsapp::retention::spawn(state.db.clone(), shutdown.clone(), &tasks);
+        queue::retention::spawn(state.db.clone(), shutdown.clone(), &tasks);
         tasks.spawn(metrics_upkeep(state.clone(), shutdown.clone()));
         Ok(Self {
             listener,

@@ -12,6 +12,7 @@ pub mod media;
 pub mod metrics;
 pub mod phone;
 pub mod pipedrive;
+pub mod purge;
 pub mod queue;
 pub mod state;
 pub mod store;

@@ -6,6 +6,7 @@
 //! so handlers must be idempotent (keyed by our message ids).
 
 mod completions;
+pub mod retention;
 mod retry;
 mod worker;
 

@@ -632,11 +632,10 @@ const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
 /// How often the queue gauges are refreshed (a count over the unfinished jobs).
 const GAUGES_EVERY: Duration = Duration::from_secs(10);
 
-/// Trims finished jobs, vacuums the queue while it is busy and publishes queue gauges.
+/// Vacuums the queue while it is busy and publishes queue gauges.
 async fn housekeeping(worker: Arc<Worker>) {
     let shutdown = &worker.shutdown;
     let mut tick = tokio::time::interval(HOUSEKEEPING_TICK);
-    let mut last_purge = Instant::now();
     let mut last_gauges: Option<Instant> = None;
     let mut since_vacuum = 0;
     let mut vacuum_after = FIRST_VACUUM_AFTER;
@@ -663,14 +662,6 @@ async fn housekeeping(worker: Arc<Worker>) {
                 metrics::gauge!("jobs_depth", "state" => state).set(row.map_or(0.0, |d| d.count as f64));
                 metrics::gauge!("jobs_oldest_age_seconds", "state" => state)
                     .set(row.map_or(0.0, |d| d.oldest_age_seconds));
-            }
-        }
-        if last_purge.elapsed() > Duration::from_secs(3600) {
-            last_purge = Instant::now();
-            // Finished jobs with a dedup key (the others are deleted when they succeed) hold
-            // back a second job with that key for a week, then go.
-            if let Err(error) = jobs::purge_done(&worker.db, 7.0 * 86_400.0).await {
-                tracing::debug!(%error, "purging finished jobs failed");
             }
         }
     }

@@ -566,13 +566,34 @@ pub async fn vacuum(db: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Deletes finished jobs older than `older_than_seconds`, keeping the table small.
-pub async fn purge_done(db: impl PgExecutor<'_>, older_than_seconds: f64) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query!(
-        r#"DELETE FROM jobs WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)"#,
-        older_than_seconds,
+/// Looks at the `scan` oldest jobs after id `after` and deletes those done before `before`;
+/// how many went, and the id to go on after (`None` once a job created at or after `before`
+/// was met, or none was left). Ids follow creation, so the walk is along the primary key and
+/// needs no index on the times, which every job would pay for.
+pub async fn purge_done(
+    db: impl PgExecutor<'_>,
+    after: i64,
+    before: chrono::DateTime<chrono::Utc>,
+    scan: i64,
+) -> Result<(u64, Option<i64>), sqlx::Error> {
+    let step = sqlx::query!(
+        r#"WITH oldest AS (
+               SELECT id, state, created_at FROM jobs
+               WHERE id > $1 ORDER BY id LIMIT $3
+           ), gone AS (
+               DELETE FROM jobs j USING oldest o
+               WHERE j.id = o.id AND o.state = 'done' AND j.state = 'done' AND j.finished_at < $2
+               RETURNING j.id
+           )
+           SELECT (SELECT count(*) FROM gone) AS "deleted!",
+                  (SELECT max(id) FROM oldest) AS last,
+                  (SELECT count(*) < $3 OR coalesce(bool_or(created_at >= $2), false) FROM oldest)
+                      AS "reached_end!""#,
+        after,
+        before,
+        scan,
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(deleted.rows_affected())
+    Ok((step.deleted as u64, step.last.filter(|_| !step.reached_end)))
 }

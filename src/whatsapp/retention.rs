@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::purge::{self, PACE, Pace, Walked};
 use crate::store::webhook_events;
 
 /// How long a processed webhook body is kept after it arrived.
@@ -29,23 +30,6 @@ const EVERY: Duration = Duration::from_secs(3600);
 /// at again every hour. The full walk catches webhooks replayed behind it, and parked ones that
 /// reached [`KEEP_PARKED`].
 const FULL_WALK_EVERY: u32 = 24;
-
-/// How a purge goes through the inbox.
-#[derive(Debug, Clone, Copy)]
-pub struct Pace {
-    /// Webhooks looked at per statement: a short transaction each, so the purge never holds
-    /// many rows locked, and a first purge of a large inbox does not hold one transaction open.
-    pub scan: i64,
-    /// After each statement the purge rests this many times as long as the statement took.
-    pub rest: u32,
-}
-
-/// The service's pace: a tenth of one connection's time, in statements of about 10 ms. Purging
-/// a million webhooks back to back while 400 a second arrived took the acknowledgements' p99
-/// from 7–10 ms to 425–543 ms; at this pace it stayed within the machine's noise, and the
-/// million went in about 140 s, 7,000 a second on a slow machine (BENCHMARKS.md, thirteenth
-/// round). The rest is a multiple of the statement's time, so a loaded database is left more.
-pub const PACE: Pace = Pace { scan: 1_000, rest: 9 };
 
 /// The times before which webhooks go.
 #[derive(Debug, Clone, Copy)]
@@ -66,16 +50,20 @@ impl Cutoffs {
     }
 }
 
-/// What a purge did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Purged {
-    /// Processed webhooks deleted.
+/// Webhooks a purge deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// Processed webhooks.
     pub processed: u64,
-    /// Parked webhooks deleted.
+    /// Webhooks parked for a number not served.
     pub parked: u64,
-    /// Inbox id the next purge may go on after: behind it, nothing is left that this purge's
-    /// cutoffs would delete.
-    pub resume_after: i64,
+}
+
+impl std::ops::AddAssign for Deleted {
+    fn add_assign(&mut self, other: Self) {
+        self.processed += other.processed;
+        self.parked += other.parked;
+    }
 }
 
 /// Purges the inbox every [`EVERY`] until shutdown.
@@ -94,17 +82,20 @@ pub fn spawn(db: PgPool, shutdown: CancellationToken, tracker: &TaskTracker) {
                 resume_after
             };
             match purge(&db, Cutoffs::at(Utc::now()), after, PACE, &shutdown).await {
-                Ok(purged) => {
-                    resume_after = purged.resume_after;
-                    if purged.parked > 0 {
+                Ok(Walked {
+                    deleted,
+                    resume_after: next,
+                }) => {
+                    resume_after = next;
+                    if deleted.parked > 0 {
                         tracing::warn!(
-                            deleted = purged.parked,
+                            deleted = deleted.parked,
                             "webhooks parked for numbers not served deleted after 30 days"
                         );
                     }
-                    if purged.processed > 0 {
+                    if deleted.processed > 0 {
                         tracing::info!(
-                            deleted = purged.processed,
+                            deleted = deleted.processed,
                             "processed webhooks past their retention deleted"
                         );
                     }
@@ -121,32 +112,21 @@ pub fn spawn(db: PgPool, shutdown: CancellationToken, tracker: &TaskTracker) {
 pub async fn purge(
     db: &PgPool,
     cutoffs: Cutoffs,
-    mut after: i64,
+    after: i64,
     pace: Pace,
     shutdown: &CancellationToken,
-) -> Result<Purged, sqlx::Error> {
-    let mut processed = 0;
-    let mut parked = 0;
-    while !shutdown.is_cancelled() {
-        let started = tokio::time::Instant::now();
-        let step =
-            webhook_events::purge_expired(db, after, cutoffs.processed, cutoffs.parked, pace.scan).await?;
-        processed += step.processed;
-        parked += step.parked;
-        match step.next {
-            Some(next) => after = next,
-            None => break,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(started.elapsed() * pace.rest) => {}
-            _ = shutdown.cancelled() => {}
-        }
-    }
-    metrics::counter!("webhook_events_purged_total", "state" => "processed").increment(processed);
-    metrics::counter!("webhook_events_purged_total", "state" => "parked").increment(parked);
-    Ok(Purged {
-        processed,
-        parked,
-        resume_after: after,
+) -> Result<Walked<Deleted>, sqlx::Error> {
+    let walked = purge::walk(after, pace, shutdown, |after, scan| async move {
+        let step = webhook_events::purge_expired(db, after, cutoffs.processed, cutoffs.parked, scan).await?;
+        let deleted = Deleted {
+            processed: step.processed,
+            parked: step.parked,
+        };
+        Ok((deleted, step.next))
     })
+    .await?;
+    metrics::counter!("webhook_events_purged_total", "state" => "processed")
+        .increment(walked.deleted.processed);
+    metrics::counter!("webhook_events_purged_total", "state" => "parked").increment(walked.deleted.parked);
+    Ok(walked)
 }

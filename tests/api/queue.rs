@@ -558,3 +558,53 @@ async fn jobs_run_in_a_row_get_what_was_read_ahead_for_them() {
         assert_eq!(read, Some(seq), "job {seq} got its own read ahead");
     }
 }
+
+#[tokio::test]
+async fn done_jobs_go_a_week_after_they_finished_and_the_rest_stay() {
+    let db = migrated_db().await;
+    // Oldest first: a dead job, three done ones, one done job retried until two days ago,
+    // and one done today.
+    let rows = [
+        ("dead", 9, None),
+        ("done", 9, Some(9)),
+        ("done", 9, Some(8)),
+        ("done", 8, Some(8)),
+        ("done", 8, Some(2)),
+        ("done", 0, Some(0)),
+    ];
+    for (n, (state, created, finished)) in rows.into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO jobs (kind, payload, dedup_key, state, created_at, finished_at)
+             VALUES ('noop', '{}', $1, $2, now() - make_interval(days => $3),
+                     now() - make_interval(days => $4))",
+        )
+        .bind(format!("key-{n}"))
+        .bind(state)
+        .bind(created)
+        .bind(finished)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+
+    // Two looked at per statement, resting between them: the walk steps over the dead job
+    // and the one finished two days ago, and stops at today's.
+    let pace = pipedrive_whatsapp::purge::Pace { scan: 2, rest: 1 };
+    let before = chrono::Utc::now() - queue::retention::KEEP;
+    let running = CancellationToken::new();
+    let deleted = queue::retention::purge(&db, before, pace, &running)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3);
+    let left: Vec<String> = sqlx::query_scalar("SELECT dedup_key FROM jobs ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, ["key-0", "key-4", "key-5"]);
+    assert_eq!(
+        queue::retention::purge(&db, before, pace, &running)
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -708,13 +708,13 @@ async fn webhooks_are_deleted_after_their_retention_parked_ones_after_30_days() 
 
     // Two looked at per statement: the walk steps over the parked webhook, deletes the three
     // old processed ones, and stops at the first recent one, resting between statements.
-    let pace = retention::Pace { scan: 2, rest: 1 };
+    let pace = pipedrive_whatsapp::purge::Pace { scan: 2, rest: 1 };
     let running = tokio_util::sync::CancellationToken::new();
     let now = chrono::Utc::now();
     let purged = retention::purge(&app.db, retention::Cutoffs::at(now), 0, pace, &running)
         .await
         .unwrap();
-    assert_eq!((purged.processed, purged.parked), (3, 0));
+    assert_eq!((purged.deleted.processed, purged.deleted.parked), (3, 0));
     let left: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM webhook_events ORDER BY id")
         .fetch_all(&app.db)
         .await
@@ -734,7 +734,7 @@ async fn webhooks_are_deleted_after_their_retention_parked_ones_after_30_days() 
     )
     .await
     .unwrap();
-    assert_eq!((again.processed, again.parked), (0, 0));
+    assert_eq!((again.deleted.processed, again.deleted.parked), (0, 0));
 
     // A parked webhook goes 30 days after it arrived, in a walk from the oldest.
     let a_month_later = now + chrono::TimeDelta::days(22) + chrono::TimeDelta::minutes(1);
@@ -745,7 +745,7 @@ async fn webhooks_are_deleted_after_their_retention_parked_ones_after_30_days() 
     let late = retention::purge(&app.db, cutoffs, 0, pace, &running)
         .await
         .unwrap();
-    assert_eq!((late.processed, late.parked), (0, 1));
+    assert_eq!((late.deleted.processed, late.deleted.parked), (0, 1));
     assert_eq!(processed(&app.db).await.len(), 2);
     app.stop().await;
 }

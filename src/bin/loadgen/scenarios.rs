@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use base64::Engine;
+use pipedrive_whatsapp::purge;
 use pipedrive_whatsapp::whatsapp::retention;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -119,8 +120,8 @@ async fn purge_during_load(
     Ok(tokio::spawn(async move {
         let started = std::time::Instant::now();
         let cutoffs = retention::Cutoffs::at(chrono::Utc::now());
-        let purged = retention::purge(&db, cutoffs, 0, retention::PACE, &CancellationToken::new()).await?;
-        Ok((purged.processed, started.elapsed()))
+        let purged = retention::purge(&db, cutoffs, 0, purge::PACE, &CancellationToken::new()).await?;
+        Ok((purged.deleted.processed, started.elapsed()))
     }))
 }
 
