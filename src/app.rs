@@ -75,7 +75,7 @@ impl Application {
             shutdown.clone(),
             &tasks,
         );
-        crate::whatsapp::retention::spawn(state.db.clone(), shutdown.clone(), &tasks);
+        crate::whatsapp::retention::spawn(state.db.clone(), state.config.retention, shutdown.clone(), &tasks);
         queue::retention::spawn(state.db.clone(), shutdown.clone(), &tasks);
         tasks.spawn(metrics_upkeep(state.clone(), shutdown.clone()));
         Ok(Self {

@@ -97,7 +97,8 @@ pub enum ChannelsAction {
 pub enum WebhooksAction {
     /// Queue stored webhooks for processing again.
     Replay {
-        /// Webhooks parked for a phone number this deployment did not serve (kept 30 days).
+        /// Webhooks parked for a phone number this deployment did not serve (kept 30 days by
+        /// default, PARKED_WEBHOOK_RETENTION_DAYS).
         #[arg(long, required_unless_present = "failed")]
         parked: bool,
         /// Webhooks whose processing failed.

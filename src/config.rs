@@ -74,6 +74,8 @@ pub struct Config {
     pub log_filter: LogFilter,
     /// Job queue tuning.
     pub queue: QueueConfig,
+    /// How long stored webhook bodies are kept.
+    pub retention: RetentionConfig,
     /// Longest wait for an answer to a call to Pipedrive or the Graph API.
     pub outbound_timeout: Duration,
 }
@@ -94,6 +96,15 @@ pub struct QueueConfig {
     pub max_attempts: i32,
     /// How long running jobs may finish at shutdown before they are released to other workers.
     pub shutdown_grace: Duration,
+}
+
+/// How long the webhook inbox keeps bodies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetentionConfig {
+    /// A processed webhook is kept this long after it arrived.
+    pub webhooks: Duration,
+    /// A webhook parked for a number not served is kept this long after it arrived.
+    pub parked_webhooks: Duration,
 }
 
 /// Pipedrive side of the configuration.
@@ -545,6 +556,35 @@ fn queue_config(r: &Reader<'_>) -> Result<QueueConfig, ConfigError> {
     })
 }
 
+fn retention_config(r: &Reader<'_>) -> Result<RetentionConfig, ConfigError> {
+    let webhooks: u64 = r.parsed(
+        "WEBHOOK_RETENTION_DAYS",
+        Some("7"),
+        "a whole number of days (1 to 3650) a processed webhook's body is kept",
+        whole(1, 3650),
+    )?;
+    let parked_webhooks: u64 = r.parsed(
+        "PARKED_WEBHOOK_RETENTION_DAYS",
+        Some("30"),
+        "a whole number of days (1 to 3650) a webhook parked for a number not served is kept, not less than WEBHOOK_RETENTION_DAYS",
+        whole(1, 3650),
+    )?;
+    // The purge stops at the first webhook too recent to go as a processed one, so it never
+    // reaches parked ones younger than that.
+    if parked_webhooks < webhooks {
+        return Err(ConfigError {
+            var: "PARKED_WEBHOOK_RETENTION_DAYS",
+            problem: "is shorter than WEBHOOK_RETENTION_DAYS".into(),
+            expected: "parked webhooks kept at least as long as processed ones",
+        });
+    }
+    let days = |n: u64| Duration::from_secs(n * 86_400);
+    Ok(RetentionConfig {
+        webhooks: days(webhooks),
+        parked_webhooks: days(parked_webhooks),
+    })
+}
+
 fn parse_log_format(value: &str) -> Result<LogFormat, String> {
     match value.to_ascii_lowercase().as_str() {
         "json" => Ok(LogFormat::Json),
@@ -687,6 +727,7 @@ impl Config {
                 str::parse,
             )?,
             queue: queue_config(&r)?,
+            retention: retention_config(&r)?,
             outbound_timeout: r.parsed(
                 "OUTBOUND_TIMEOUT_SECONDS",
                 Some("30"),
@@ -780,6 +821,14 @@ impl Config {
                 "OUTBOUND_TIMEOUT_SECONDS",
                 self.outbound_timeout.as_secs_f64().to_string(),
             ),
+            (
+                "WEBHOOK_RETENTION_DAYS",
+                (self.retention.webhooks.as_secs() / 86_400).to_string(),
+            ),
+            (
+                "PARKED_WEBHOOK_RETENTION_DAYS",
+                (self.retention.parked_webhooks.as_secs() / 86_400).to_string(),
+            ),
         ];
         lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
@@ -842,6 +891,13 @@ mod tests {
             }
         );
         assert_eq!(config.outbound_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.retention,
+            RetentionConfig {
+                webhooks: Duration::from_secs(7 * 86_400),
+                parked_webhooks: Duration::from_secs(30 * 86_400),
+            }
+        );
         assert_eq!(config.database_max_connections, 8);
         assert!(config.redacted_listing().contains("RUST_LOG=info\n"));
     }
@@ -869,6 +925,19 @@ mod tests {
         assert_eq!(config.queue.shutdown_grace, Duration::ZERO);
         assert_eq!(config.outbound_timeout, Duration::from_millis(1500));
         assert!(config.redacted_listing().contains("QUEUE_LEASE_SECONDS=2.5\n"));
+    }
+
+    #[test]
+    fn retention_is_read_in_days_and_listed() {
+        let mut env = valid();
+        env.insert("WEBHOOK_RETENTION_DAYS".into(), "2".into());
+        env.insert("PARKED_WEBHOOK_RETENTION_DAYS".into(), "2".into());
+        let config = Config::load(&env).expect("valid retention");
+        assert_eq!(config.retention.webhooks, Duration::from_secs(2 * 86_400));
+        assert_eq!(config.retention.parked_webhooks, Duration::from_secs(2 * 86_400));
+        let listing = config.redacted_listing();
+        assert!(listing.contains("\nWEBHOOK_RETENTION_DAYS=2\n"), "{listing}");
+        assert!(listing.contains("PARKED_WEBHOOK_RETENTION_DAYS=2\n"), "{listing}");
     }
 
     #[test]
@@ -974,6 +1043,10 @@ mod tests {
             ("QUEUE_MAX_ATTEMPTS", "1.5"),
             ("SHUTDOWN_GRACE_SECONDS", "inf"),
             ("OUTBOUND_TIMEOUT_SECONDS", "1e9"),
+            ("WEBHOOK_RETENTION_DAYS", "0"),
+            ("WEBHOOK_RETENTION_DAYS", "1.5"),
+            ("PARKED_WEBHOOK_RETENTION_DAYS", "5"),
+            ("PARKED_WEBHOOK_RETENTION_DAYS", "9999"),
         ];
         for (var, value) in cases {
             let mut env = valid();

@@ -1,8 +1,11 @@
-//! How long the webhook inbox keeps what it has processed. Bodies are kept a week after they
-//! arrive, to look into what Meta sent; then they go, or the inbox would grow by every webhook
-//! for ever (at 1,000 webhooks a second, some 90 GB a day). The messages themselves are in the
-//! history. Webhooks parked for a number the deployment does not serve are kept 30 days, for
-//! `webhooks replay --parked` once the number is added; failed ones stay until replayed.
+//! How long the webhook inbox keeps what it has processed. Bodies are kept a while after they
+//! arrive (`WEBHOOK_RETENTION_DAYS`, a week by default), to look into what Meta sent; then they
+//! go, or the inbox would grow by every webhook for ever (at 1,000 webhooks a second, some 90 GB
+//! a day). The messages themselves are in the history. Webhooks parked for a number the
+//! deployment does not serve are kept longer (`PARKED_WEBHOOK_RETENTION_DAYS`, 30 by default),
+//! for `webhooks replay --parked` once the number is added: a number of the same WhatsApp
+//! Business Account served elsewhere parks every webhook it gets, which kept for ever would fill
+//! the disk. Failed ones stay until replayed.
 
 use std::time::Duration;
 
@@ -11,24 +14,17 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::RetentionConfig;
 use crate::purge::{self, PACE, Pace, Walked};
 use crate::store::webhook_events;
-
-/// How long a processed webhook body is kept after it arrived.
-pub const KEEP: Duration = Duration::from_secs(7 * 86_400);
-
-/// How long a webhook parked for a number not served is kept after it arrived: a number of the
-/// same WhatsApp Business Account served elsewhere parks every webhook it gets, which would
-/// otherwise fill the disk.
-pub const KEEP_PARKED: Duration = Duration::from_secs(30 * 86_400);
 
 /// How often the inbox is purged (the first time at start-up).
 const EVERY: Duration = Duration::from_secs(3600);
 
 /// Every this many purges the walk starts again from the oldest webhook; the others go on from
 /// where the last one stopped, so the parked and failed webhooks kept behind it are not looked
-/// at again every hour. The full walk catches webhooks replayed behind it, and parked ones that
-/// reached [`KEEP_PARKED`].
+/// at again every hour. The full walk catches webhooks replayed behind it, and parked ones past
+/// their retention.
 const FULL_WALK_EVERY: u32 = 24;
 
 /// The times before which webhooks go.
@@ -41,11 +37,11 @@ pub struct Cutoffs {
 }
 
 impl Cutoffs {
-    /// The service's retention, as of `now`.
-    pub fn at(now: DateTime<Utc>) -> Self {
+    /// `retention` as of `now`.
+    pub fn at(retention: &RetentionConfig, now: DateTime<Utc>) -> Self {
         Self {
-            processed: now - KEEP,
-            parked: now - KEEP_PARKED,
+            processed: now - retention.webhooks,
+            parked: now - retention.parked_webhooks,
         }
     }
 }
@@ -67,7 +63,7 @@ impl std::ops::AddAssign for Deleted {
 }
 
 /// Purges the inbox every [`EVERY`] until shutdown.
-pub fn spawn(db: PgPool, shutdown: CancellationToken, tracker: &TaskTracker) {
+pub fn spawn(db: PgPool, retention: RetentionConfig, shutdown: CancellationToken, tracker: &TaskTracker) {
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
         let mut resume_after = 0;
@@ -81,7 +77,7 @@ pub fn spawn(db: PgPool, shutdown: CancellationToken, tracker: &TaskTracker) {
             } else {
                 resume_after
             };
-            match purge(&db, Cutoffs::at(Utc::now()), after, PACE, &shutdown).await {
+            match purge(&db, Cutoffs::at(&retention, Utc::now()), after, PACE, &shutdown).await {
                 Ok(Walked {
                     deleted,
                     resume_after: next,
@@ -90,7 +86,8 @@ pub fn spawn(db: PgPool, shutdown: CancellationToken, tracker: &TaskTracker) {
                     if deleted.parked > 0 {
                         tracing::warn!(
                             deleted = deleted.parked,
-                            "webhooks parked for numbers not served deleted after 30 days"
+                            days = retention.parked_webhooks.as_secs() / 86_400,
+                            "webhooks parked for numbers not served deleted after their retention"
                         );
                     }
                     if deleted.processed > 0 {

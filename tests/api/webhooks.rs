@@ -711,9 +711,15 @@ async fn webhooks_are_deleted_after_their_retention_parked_ones_after_30_days() 
     let pace = pipedrive_whatsapp::purge::Pace { scan: 2, rest: 1 };
     let running = tokio_util::sync::CancellationToken::new();
     let now = chrono::Utc::now();
-    let purged = retention::purge(&app.db, retention::Cutoffs::at(now), 0, pace, &running)
-        .await
-        .unwrap();
+    let purged = retention::purge(
+        &app.db,
+        retention::Cutoffs::at(&app.config.retention, now),
+        0,
+        pace,
+        &running,
+    )
+    .await
+    .unwrap();
     assert_eq!((purged.deleted.processed, purged.deleted.parked), (3, 0));
     let left: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM webhook_events ORDER BY id")
         .fetch_all(&app.db)
@@ -727,7 +733,7 @@ async fn webhooks_are_deleted_after_their_retention_parked_ones_after_30_days() 
     assert!(purged.resume_after >= left[0].0, "{purged:?} {left:?}");
     let again = retention::purge(
         &app.db,
-        retention::Cutoffs::at(now),
+        retention::Cutoffs::at(&app.config.retention, now),
         purged.resume_after,
         pace,
         &running,
@@ -736,11 +742,15 @@ async fn webhooks_are_deleted_after_their_retention_parked_ones_after_30_days() 
     .unwrap();
     assert_eq!((again.deleted.processed, again.deleted.parked), (0, 0));
 
-    // A parked webhook goes 30 days after it arrived, in a walk from the oldest.
+    // A parked webhook goes 30 days after it arrived (by default), in a walk from the oldest.
+    assert_eq!(
+        app.config.retention.parked_webhooks,
+        Duration::from_secs(30 * 86_400)
+    );
     let a_month_later = now + chrono::TimeDelta::days(22) + chrono::TimeDelta::minutes(1);
     let cutoffs = retention::Cutoffs {
-        parked: a_month_later - retention::KEEP_PARKED,
-        processed: now - retention::KEEP,
+        parked: retention::Cutoffs::at(&app.config.retention, a_month_later).parked,
+        processed: retention::Cutoffs::at(&app.config.retention, now).processed,
     };
     let late = retention::purge(&app.db, cutoffs, 0, pace, &running)
         .await

@@ -89,15 +89,15 @@ pub async fn webhooks(
     finish(d, idle, memory, delivered && ledger.clean()).await
 }
 
-/// Stores `n` processed webhooks received a day past their retention, then starts the purge
-/// the service runs hourly, on its own connection as the service's runs; the purge's task gives
-/// how many it deleted and how long it took.
+/// Stores `n` processed webhooks received a day before the load, then starts the purge the
+/// service runs hourly, with a retention that ends when the load starts, on its own connection
+/// as the service's runs; the purge's task gives how many it deleted and how long it took.
 async fn purge_during_load(
     d: &Deployment,
     n: u64,
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<(u64, Duration), sqlx::Error>>> {
     let seeded_at = std::time::Instant::now();
-    let received = chrono::Utc::now() - retention::KEEP - chrono::TimeDelta::days(1);
+    let received = chrono::Utc::now() - chrono::TimeDelta::days(1);
     // A body of the load's size; its content is never read again.
     sqlx::query(
         "INSERT INTO webhook_events (received_at, body, state, processed_at)
@@ -119,7 +119,11 @@ async fn purge_during_load(
     let db = d.db.clone();
     Ok(tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let cutoffs = retention::Cutoffs::at(chrono::Utc::now());
+        let now = chrono::Utc::now();
+        let cutoffs = retention::Cutoffs {
+            processed: now,
+            parked: now,
+        };
         let purged = retention::purge(&db, cutoffs, 0, purge::PACE, &CancellationToken::new()).await?;
         Ok((purged.deleted.processed, started.elapsed()))
     }))
