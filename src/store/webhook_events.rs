@@ -152,30 +152,35 @@ pub async fn requeue(db: impl PgExecutor<'_>, state: &str) -> Result<u64, sqlx::
     Ok(updated.rows_affected())
 }
 
-/// What one step of [`purge_expired`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PurgeStep {
-    /// Processed bodies deleted.
+/// Webhook bodies a purge deleted, by the state they were in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Processed ones.
     pub processed: u64,
-    /// Parked bodies deleted.
+    /// Ones parked for a number not served.
     pub parked: u64,
-    /// The inbox id to go on after, or `None` once a webhook received at or after the cutoff
-    /// of processed ones was met, or none was left.
-    pub next: Option<i64>,
+}
+
+impl std::ops::AddAssign for Purged {
+    fn add_assign(&mut self, other: Self) {
+        self.processed += other.processed;
+        self.parked += other.parked;
+    }
 }
 
 /// Looks at the `scan` oldest webhooks after inbox id `after` and deletes those processed and
 /// received before `processed_before`, and those parked and received before `parked_before`;
-/// failed ones stay for `webhooks replay`. Ids follow arrival, so the walk is along the primary
-/// key, from the oldest, and stops at the first webhook too recent to go: no index on the
-/// times, which every webhook would pay for.
+/// failed ones stay for `webhooks replay`. What went, and the inbox id to go on after (`None`
+/// once a webhook received at or after `processed_before` was met, or none was left). Ids
+/// follow arrival, so the walk is along the primary key, from the oldest, and stops at the
+/// first webhook too recent to go: no index on the times, which every webhook would pay for.
 pub async fn purge_expired(
     db: impl PgExecutor<'_>,
     after: i64,
     processed_before: chrono::DateTime<chrono::Utc>,
     parked_before: chrono::DateTime<chrono::Utc>,
     scan: i64,
-) -> Result<PurgeStep, sqlx::Error> {
+) -> Result<(Purged, Option<i64>), sqlx::Error> {
     // The state is checked on the row deleted as well as on the one looked at, so a webhook
     // requeued meanwhile is not deleted.
     let step = sqlx::query!(
@@ -201,9 +206,9 @@ pub async fn purge_expired(
     )
     .fetch_one(db)
     .await?;
-    Ok(PurgeStep {
+    let purged = Purged {
         processed: step.processed as u64,
         parked: step.parked as u64,
-        next: step.last.filter(|_| !step.reached_end),
-    })
+    };
+    Ok((purged, step.last.filter(|_| !step.reached_end)))
 }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::RetentionConfig;
 use crate::purge::{self, PACE, Pace, Walked};
-use crate::store::webhook_events;
+use crate::store::webhook_events::{self, Purged};
 
 /// How often the inbox is purged (the first time at start-up).
 const EVERY: Duration = Duration::from_secs(3600);
@@ -43,22 +43,6 @@ impl Cutoffs {
             processed: now - retention.webhooks,
             parked: now - retention.parked_webhooks,
         }
-    }
-}
-
-/// Webhooks a purge deleted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Deleted {
-    /// Processed webhooks.
-    pub processed: u64,
-    /// Webhooks parked for a number not served.
-    pub parked: u64,
-}
-
-impl std::ops::AddAssign for Deleted {
-    fn add_assign(&mut self, other: Self) {
-        self.processed += other.processed;
-        self.parked += other.parked;
     }
 }
 
@@ -112,14 +96,9 @@ pub async fn purge(
     after: i64,
     pace: Pace,
     shutdown: &CancellationToken,
-) -> Result<Walked<Deleted>, sqlx::Error> {
-    let walked = purge::walk(after, pace, shutdown, |after, scan| async move {
-        let step = webhook_events::purge_expired(db, after, cutoffs.processed, cutoffs.parked, scan).await?;
-        let deleted = Deleted {
-            processed: step.processed,
-            parked: step.parked,
-        };
-        Ok((deleted, step.next))
+) -> Result<Walked<Purged>, sqlx::Error> {
+    let walked = purge::walk(after, pace, shutdown, |after, scan| {
+        webhook_events::purge_expired(db, after, cutoffs.processed, cutoffs.parked, scan)
     })
     .await?;
     metrics::counter!("webhook_events_purged_total", "state" => "processed")
