@@ -640,6 +640,25 @@ async fn get_message_by_id_hands_out_fresh_working_attachment_links() {
     app.stop().await;
 }
 
+/// Sends `request` and checks that it is refused as the contract throttles: 429
+/// `RATE_LIMIT_EXCEEDED` with a message containing `why`, `Retry-After: seconds`, and a
+/// `retry_by` that many seconds after the refusal, written to the millisecond.
+async fn assert_throttled(request: reqwest::RequestBuilder, seconds: i64, why: &str) {
+    let sent = Utc::now();
+    let refused = request.send().await.unwrap();
+    let answered = Utc::now();
+    assert_eq!(refused.headers()["retry-after"], seconds.to_string().as_str());
+    let body = assert_error_body(refused, 429, "RATE_LIMIT_EXCEEDED").await;
+    assert!(body["data"]["message"].as_str().unwrap().contains(why), "{body}");
+    let retry_by: DateTime<Utc> = body["data"]["retry_by"].as_str().unwrap().parse().unwrap();
+    let wait = chrono::TimeDelta::seconds(seconds);
+    assert!(
+        retry_by >= sent + wait - chrono::TimeDelta::milliseconds(1),
+        "{body}"
+    );
+    assert!(retry_by <= answered + wait, "{body}");
+}
+
 #[tokio::test]
 async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answered() {
     let app = spawn_app().await;
@@ -667,26 +686,7 @@ async fn reads_past_the_limit_in_flight_are_refused_at_once_and_the_rest_answere
     .await;
 
     // The contract's way of saying "later": 429 with the time to try again.
-    let sent = Utc::now();
-    let refused = app.provider(Method::GET, &route).send().await.unwrap();
-    let answered = Utc::now();
-    assert_eq!(refused.headers()["retry-after"], "1");
-    let body = assert_error_body(refused, 429, "RATE_LIMIT_EXCEEDED").await;
-    assert!(
-        body["data"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Too many reads"),
-        "{body}"
-    );
-    let retry_by: DateTime<Utc> = body["data"]["retry_by"].as_str().unwrap().parse().unwrap();
-    // A second after the refusal, written to the millisecond.
-    let second = chrono::TimeDelta::seconds(1);
-    assert!(
-        retry_by >= sent + second - chrono::TimeDelta::milliseconds(1),
-        "{body}"
-    );
-    assert!(retry_by <= answered + second, "{body}");
+    assert_throttled(app.provider(Method::GET, &route), 1, "Too many reads").await;
     // Writes are not held back by the reads.
     let unknown = app
         .provider(Method::DELETE, "/api/channels/999999")
@@ -715,20 +715,7 @@ async fn a_database_outage_is_answered_as_the_contracts_429_and_reads_resume() {
         app.provider(Method::GET, &conversations),
         app.provider(Method::DELETE, &format!("/api/channels/{}", PHONE_NUMBER_IDS[0])),
     ] {
-        let sent = Utc::now();
-        let refused = request.send().await.unwrap();
-        assert_eq!(refused.headers()["retry-after"], "5");
-        let body = assert_error_body(refused, 429, "RATE_LIMIT_EXCEEDED").await;
-        assert!(
-            body["data"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("database is unavailable"),
-            "{body}"
-        );
-        let retry_by: DateTime<Utc> = body["data"]["retry_by"].as_str().unwrap().parse().unwrap();
-        assert!(retry_by >= sent + chrono::TimeDelta::seconds(5) - chrono::TimeDelta::milliseconds(1));
-        assert!(retry_by <= Utc::now() + chrono::TimeDelta::seconds(5), "{body}");
+        assert_throttled(request, 5, "database is unavailable").await;
     }
 
     proxy.restore();
