@@ -59,7 +59,7 @@ impl Cluster {
             assert!(chown.success(), "chown of the cluster directory");
             user.to_string()
         });
-        let cluster = Self {
+        let mut cluster = Self {
             dir,
             bindir,
             port: free_port(),
@@ -80,26 +80,49 @@ impl Cluster {
                 "--no-sync".as_ref(),
             ],
         );
+        let log = cluster.dir.join("postgres.log");
+        // The port was free when it was picked, but another process may bind it before the
+        // server does (a CI run once failed to start here): a failed start is tried again on
+        // another port, and the server's log is shown.
+        for attempt in 1.. {
+            match cluster.try_start(&data, &log) {
+                Ok(()) => break,
+                Err(failure) if attempt < 3 => {
+                    println!("starting the cluster failed, trying another port: {failure}");
+                    cluster.port = free_port();
+                }
+                Err(failure) => panic!("pg_ctl start failed: {failure}"),
+            }
+        }
+        Some(cluster)
+    }
+
+    /// `pg_ctl start` on the cluster's port, waiting until it accepts connections; on failure,
+    /// what pg_ctl printed and the server's log.
+    fn try_start(&self, data: &std::path::Path, log: &std::path::Path) -> Result<(), String> {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            cluster.port,
-            cluster.dir.display()
+            self.port,
+            self.dir.display()
         );
-        let log = cluster.dir.join("postgres.log");
-        cluster.run_blocking(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-w".as_ref(),
-                "-o".as_ref(),
-                options.as_ref(),
-                "start".as_ref(),
-            ],
-        );
-        Some(cluster)
+        let output = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(data)
+            .arg("-l")
+            .arg(log)
+            .args(["-w", "-o", &options, "start"])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(log).unwrap_or_default()
+        ))
     }
 
     /// `postgres://…` URL of the cluster's `postgres` database.
