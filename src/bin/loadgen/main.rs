@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::deployment::Options;
-use crate::scenarios::Pace;
+use crate::scenarios::{Aged, Pace};
 
 #[derive(Parser)]
 #[command(about = "Load harness of pipedrive-whatsapp (see BENCHMARKS.md)")]
@@ -60,10 +60,8 @@ enum Scenario {
         seconds: u64,
         #[arg(long, default_value_t = 1024)]
         conversations: u64,
-        /// Processed webhooks received past their retention, seeded before the load and purged
-        /// during it, as the service's hourly purge does.
-        #[arg(long, default_value_t = 0)]
-        aged_webhooks: u64,
+        #[command(flatten)]
+        aged: Aged,
     },
     /// End to end at a steady rate: webhook sent → Pipedrive receive.
     E2e {
@@ -73,10 +71,8 @@ enum Scenario {
         seconds: u64,
         #[arg(long, default_value_t = 1000)]
         conversations: u64,
-        /// Processed webhooks received past their retention, seeded before the load and purged
-        /// during it, as the service's hourly purge does.
-        #[arg(long, default_value_t = 0)]
-        aged_webhooks: u64,
+        #[command(flatten)]
+        aged: Aged,
     },
     /// A backlog queued while Pipedrive is down, delivered once it is back.
     Drain {
@@ -168,23 +164,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             posters,
             seconds,
             conversations,
-            aged_webhooks,
+            aged,
         } => {
             let pace = if rate == 0 {
                 Pace::Posters(posters)
             } else {
                 Pace::Rate(rate)
             };
-            scenarios::webhooks(&options, "ingest", pace, seconds, conversations, aged_webhooks).await
+            scenarios::webhooks(&options, "ingest", pace, seconds, conversations, aged).await
         }
         Scenario::E2e {
             rate,
             seconds,
             conversations,
-            aged_webhooks,
+            aged,
         } => {
             let pace = Pace::Rate(rate);
-            scenarios::webhooks(&options, "e2e", pace, seconds, conversations, aged_webhooks).await
+            scenarios::webhooks(&options, "e2e", pace, seconds, conversations, aged).await
         }
         Scenario::Drain {
             messages,

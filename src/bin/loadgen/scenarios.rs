@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use base64::Engine;
 use pipedrive_whatsapp::purge;
+use pipedrive_whatsapp::queue;
 use pipedrive_whatsapp::whatsapp::retention;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,34 +28,57 @@ pub enum Pace {
     Posters(u64),
 }
 
+/// Rows past their retention stored before the load and purged during it, each kind by the
+/// purge the service runs hourly, at its pace, on a connection of its own.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Aged {
+    /// Processed webhooks received past their retention (bodies of the load's size).
+    #[arg(long, default_value_t = 0)]
+    pub aged_webhooks: u64,
+    /// Done jobs finished past their week (status deliveries with their dedup keys).
+    #[arg(long, default_value_t = 0)]
+    pub aged_jobs: u64,
+}
+
+/// A purge running during the load: what it deletes, and its task, which gives how many went
+/// and how long it took.
+struct Purge {
+    what: &'static str,
+    stored: u64,
+    task: tokio::task::JoinHandle<Result<(u64, Duration), sqlx::Error>>,
+}
+
 /// `ingest` and `e2e`: webhooks at a pace for a while, then every acknowledged message must reach
-/// Pipedrive exactly once and in order. With `aged` > 0, that many processed webhooks past their
-/// retention are stored first and purged while the load runs.
+/// Pipedrive exactly once and in order, while the purges of `aged` run.
 pub async fn webhooks(
     options: &Options,
     name: &str,
     pace: Pace,
     seconds: u64,
     conversations: u64,
-    aged: u64,
+    aged: Aged,
 ) -> anyhow::Result<bool> {
     let d = Deployment::start(options).await?;
     let idle = d.service.memory();
     let shape = shape_for(conversations, pace);
     let url = d.service.url("/webhooks/whatsapp");
     let duration = Duration::from_secs(seconds);
-    let purge = match aged {
-        0 => None,
-        n => Some(purge_during_load(&d, n).await?),
-    };
+    let mut purges = Vec::new();
+    if aged.aged_webhooks > 0 {
+        purges.push(purge_webhooks_during_load(&d, aged.aged_webhooks).await?);
+    }
+    if aged.aged_jobs > 0 {
+        purges.push(purge_jobs_during_load(&d, aged.aged_jobs).await?);
+    }
     let posted = match pace {
         Pace::Rate(rate) => load::open_loop(&url, shape, 0, rate, duration).await,
         Pace::Posters(n) => load::closed_loop(&url, shape, 0, n, duration, u64::MAX).await,
     };
-    let purged = match purge {
-        Some(purge) => Some(purge.await??),
-        None => None,
-    };
+    let mut purged = Vec::new();
+    for purge in purges {
+        let (deleted, took) = purge.task.await??;
+        purged.push((purge.what, purge.stored, deleted, took));
+    }
     let acknowledged = posted.acknowledged();
     let last_ack = clock::now();
     let delivered = wait_for(Duration::from_secs(600), || d.pipedrive.taken() >= acknowledged).await;
@@ -79,9 +103,9 @@ pub async fn webhooks(
             " (NOT all delivered within 600 s)"
         }
     );
-    if let Some((deleted, took)) = purged {
+    for (what, stored, deleted, took) in purged {
         println!(
-            "  purge during the load              {deleted} of {aged} aged webhooks deleted in {} s",
+            "  purge during the load              {deleted} of {stored} {what} deleted in {} s",
             fmt_secs(took)
         );
     }
@@ -89,13 +113,9 @@ pub async fn webhooks(
     finish(d, idle, memory, delivered && ledger.clean()).await
 }
 
-/// Stores `n` processed webhooks received a day before the load, then starts the purge the
-/// service runs hourly, with a retention that ends when the load starts, on its own connection
-/// as the service's runs; the purge's task gives how many it deleted and how long it took.
-async fn purge_during_load(
-    d: &Deployment,
-    n: u64,
-) -> anyhow::Result<tokio::task::JoinHandle<Result<(u64, Duration), sqlx::Error>>> {
+/// Stores `n` processed webhooks received a day before the load, then starts the inbox's purge
+/// with a retention that ends when the load starts.
+async fn purge_webhooks_during_load(d: &Deployment, n: u64) -> anyhow::Result<Purge> {
     let seeded_at = std::time::Instant::now();
     let received = chrono::Utc::now() - chrono::TimeDelta::days(1);
     // A body of the load's size; its content is never read again.
@@ -108,16 +128,13 @@ async fn purge_during_load(
     .bind(n as i64)
     .execute(&d.db)
     .await?;
-    sqlx::query("VACUUM ANALYZE webhook_events")
-        .execute(&d.db)
-        .await?;
-    sqlx::query("CHECKPOINT").execute(&d.db).await?;
+    settle_seed(d, "VACUUM ANALYZE webhook_events").await?;
     println!(
         "  aged webhooks                      {n} stored in {} s",
         fmt_secs(seeded_at.elapsed())
     );
     let db = d.db.clone();
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
         let now = chrono::Utc::now();
         let cutoffs = retention::Cutoffs {
@@ -126,7 +143,57 @@ async fn purge_during_load(
         };
         let purged = retention::purge(&db, cutoffs, 0, purge::PACE, &CancellationToken::new()).await?;
         Ok((purged.deleted.processed, started.elapsed()))
-    }))
+    });
+    Ok(Purge {
+        what: "aged webhooks",
+        stored: n,
+        task,
+    })
+}
+
+/// Stores `n` done jobs finished eight days before the load, as the status deliveries of a busy
+/// number leave them (the most numerous jobs kept once done), then starts the queue's purge of
+/// done jobs with a retention that ends when the load starts.
+async fn purge_jobs_during_load(d: &Deployment, n: u64) -> anyhow::Result<Purge> {
+    let seeded_at = std::time::Instant::now();
+    let finished = chrono::Utc::now() - chrono::TimeDelta::days(8);
+    sqlx::query(
+        "INSERT INTO jobs (kind, payload, ordering_key, dedup_key, state, attempts, run_at,
+                           created_at, updated_at, finished_at)
+         SELECT 'deliver_message', jsonb_build_object('message_id', m, 'change', 'delivered'),
+                'conversation:' || c, 'deliver:' || m || ':delivered', 'done', 1, $1, $1, $1, $1
+         FROM (SELECT gen_random_uuid() AS m, gen_random_uuid() AS c
+               FROM generate_series(1, $2)) AS aged",
+    )
+    .bind(finished)
+    .bind(n as i64)
+    .execute(&d.db)
+    .await?;
+    settle_seed(d, "VACUUM ANALYZE jobs").await?;
+    println!(
+        "  aged jobs                          {n} stored in {} s",
+        fmt_secs(seeded_at.elapsed())
+    );
+    let db = d.db.clone();
+    let task = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let before = chrono::Utc::now();
+        let deleted = queue::retention::purge(&db, before, purge::PACE, &CancellationToken::new()).await?;
+        Ok((deleted, started.elapsed()))
+    });
+    Ok(Purge {
+        what: "aged jobs",
+        stored: n,
+        task,
+    })
+}
+
+/// Leaves a seeded table as a long-running database would have it: vacuumed, its statistics
+/// current and its pages written out, so the load does not pay for the seeding.
+async fn settle_seed(d: &Deployment, vacuum: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::query(vacuum).execute(&d.db).await?;
+    sqlx::query("CHECKPOINT").execute(&d.db).await?;
+    Ok(())
 }
 
 /// `drain`: `messages` webhooks stored and queued while Pipedrive is down; then Pipedrive comes
