@@ -608,3 +608,50 @@ async fn done_jobs_go_a_week_after_they_finished_and_the_rest_stay() {
         0
     );
 }
+
+#[tokio::test]
+async fn the_queue_depth_counts_each_unfinished_state_and_leaves_done_jobs_out() {
+    let db = migrated_db().await;
+    // State, how many, and how many minutes ago the oldest of them was created.
+    let rows = [
+        ("queued", 3, 5),
+        ("running", 2, 1),
+        ("dead", 1, 60),
+        ("done", 4, 600),
+    ];
+    for (state, n, minutes) in rows {
+        sqlx::query(
+            "INSERT INTO jobs (kind, payload, state, created_at)
+             SELECT 'noop', '{}', $1, now() - make_interval(mins => $2 - g + 1)
+             FROM generate_series(1, $3) AS g",
+        )
+        .bind(state)
+        .bind(minutes)
+        .bind(n)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+
+    let depth = store::jobs::depth(&db).await.unwrap();
+    let mut found: Vec<(&str, i64, i64)> = depth
+        .iter()
+        .map(|d| {
+            (
+                d.state.as_str(),
+                d.count,
+                (d.oldest_age_seconds / 60.0).round() as i64,
+            )
+        })
+        .collect();
+    found.sort_unstable();
+    assert_eq!(
+        found,
+        [
+            ("dead", 1, 60),
+            ("parked", 0, 0),
+            ("queued", 3, 5),
+            ("running", 2, 1)
+        ]
+    );
+}
