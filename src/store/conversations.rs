@@ -416,16 +416,29 @@ pub async fn recent_in_company(
     company_id: i64,
     limit: i64,
 ) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    // Sorted as one, the company's conversations were all read, and joined to their contacts,
+    // at every poll. Here each channel gives its newest `limit` unseen ones by the unseen index,
+    // and only when those are fewer than `limit` its newest seen ones by the activity index.
     sqlx::query_as!(
         ConversationRow,
-        r#"SELECT c.id, c.channel_id, c.status, c.seen, c.last_inbound_at, c.last_message_at,
-                  c.contact_id, ct.wa_id, ct.bsuid, ct.profile_name
-           FROM conversations c
+        r#"WITH live AS (SELECT id FROM channels WHERE company_id = $1 AND mode <> 'disabled'),
+           listed AS (
+               (SELECT c.* FROM live CROSS JOIN LATERAL (
+                    SELECT * FROM conversations c WHERE c.channel_id = live.id AND NOT c.seen
+                    ORDER BY c.last_message_at DESC, c.id DESC LIMIT $2) c
+                ORDER BY c.last_message_at DESC, c.id DESC LIMIT $2)
+               UNION ALL
+               (SELECT c.* FROM live CROSS JOIN LATERAL (
+                    SELECT * FROM conversations c WHERE c.channel_id = live.id AND c.seen
+                    ORDER BY c.last_message_at DESC, c.id DESC LIMIT $2) c
+                ORDER BY c.last_message_at DESC, c.id DESC LIMIT $2)
+               LIMIT $2)
+           SELECT c.id AS "id!", c.channel_id AS "channel_id!", c.status AS "status!",
+                  c.seen AS "seen!", c.last_inbound_at, c.last_message_at AS "last_message_at!",
+                  c.contact_id AS "contact_id!", ct.wa_id, ct.bsuid, ct.profile_name
+           FROM listed c
            JOIN contacts ct ON ct.id = c.contact_id
-           JOIN channels ch ON ch.id = c.channel_id
-           WHERE ch.company_id = $1 AND ch.mode <> 'disabled'
-           ORDER BY c.seen, c.last_message_at DESC, c.id DESC
-           LIMIT $2"#,
+           ORDER BY c.seen, c.last_message_at DESC, c.id DESC"#,
         company_id,
         limit,
     )
@@ -433,7 +446,8 @@ pub async fn recent_in_company(
     .await
 }
 
-/// How many conversations on `company_id`'s live channels nobody has seen yet.
+/// How many conversations on `company_id`'s live channels nobody has seen yet (read from the
+/// unseen index when they are few).
 pub async fn count_unseen_in_company(
     db: impl sqlx::PgExecutor<'_>,
     company_id: i64,

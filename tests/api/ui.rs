@@ -581,3 +581,77 @@ async fn panels_explain_what_they_cannot_show() {
     assert_eq!(app.get("/ui/assets/nope.js").await.status(), 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_inbox_lists_unseen_first_then_newest_across_the_companys_live_channels_only() {
+    let db = sqlx::PgPool::connect(&crate::helpers::fresh_database().await)
+        .await
+        .unwrap();
+    pipedrive_whatsapp::store::migrate(&db).await.unwrap();
+    // Two live channels of the company, a disabled one, and another company's. Conversation n
+    // of a channel had its last message n minutes ago; every third is unseen.
+    let channels = [
+        ("live-a", 7, "inbox"),
+        ("live-b", 7, "timeline"),
+        ("off", 7, "disabled"),
+        ("theirs", 8, "inbox"),
+    ];
+    for (number, company, mode) in channels {
+        sqlx::query(
+            "INSERT INTO channels (id, phone_number_id, company_id, mode) VALUES (gen_random_uuid(), $1, $2, $3)",
+        )
+        .bind(number)
+        .bind(company)
+        .bind(mode)
+        .execute(&db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "WITH customers AS (
+                 INSERT INTO contacts (id, wa_id)
+                 SELECT gen_random_uuid(), $1 || ':' || n FROM generate_series(1, 40) AS n
+                 RETURNING id, wa_id)
+             INSERT INTO conversations (id, channel_id, contact_id, seen, last_message_at)
+             SELECT gen_random_uuid(), ch.id, ct.id, split_part(ct.wa_id, ':', 2)::int % 3 <> 0,
+                    now() - make_interval(mins => split_part(ct.wa_id, ':', 2)::int)
+             FROM customers ct, channels ch WHERE ch.phone_number_id = $1",
+        )
+        .bind(number)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let listed = |limit| {
+        let db = db.clone();
+        async move {
+            pipedrive_whatsapp::store::conversations::recent_in_company(&db, 7, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.wa_id.unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    // What sorting every conversation of the company's live channels gives.
+    let everything: Vec<String> = sqlx::query_scalar(
+        "SELECT ct.wa_id FROM conversations c
+         JOIN contacts ct ON ct.id = c.contact_id JOIN channels ch ON ch.id = c.channel_id
+         WHERE ch.company_id = 7 AND ch.mode <> 'disabled'
+         ORDER BY c.seen, c.last_message_at DESC, c.id DESC",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(everything.len(), 80);
+    // Fewer unseen than listed (26), as many, and more conversations than there are.
+    for limit in [5, 26, 50, 100] {
+        let expected: Vec<String> = everything.iter().take(limit).cloned().collect();
+        assert_eq!(listed(limit as i64).await, expected, "limit {limit}");
+    }
+    assert_eq!(
+        pipedrive_whatsapp::store::conversations::count_unseen_in_company(&db, 7)
+            .await
+            .unwrap(),
+        26
+    );
+}
