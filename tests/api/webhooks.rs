@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    APP_SECRET, PHONE_NUMBER_IDS, TestApp, VERIFY_TOKEN, assert_error, eventually, inbound_webhook,
-    message_count, spawn_app, spawn_app_behind_proxy, status_webhook, text_message,
+    APP_SECRET, PHONE_NUMBER_IDS, TestApp, VERIFY_TOKEN, assert_error, eventually, fresh_database,
+    inbound_webhook, message_count, spawn_app, spawn_app_behind_proxy, spawn_app_on_database, status_webhook,
+    text_message,
 };
 
 const CUSTOMER: &str = "5511987654321";
@@ -675,6 +676,64 @@ async fn a_customer_removed_after_an_earlier_batch_found_them_is_stored_again() 
     .await
     .unwrap();
     assert_eq!((contacts, conversations, stored), (1, 1, 1));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_retention_settings_decide_what_the_purge_at_start_up_deletes() {
+    let database = fresh_database().await;
+    let db = PgPool::connect(&database).await.unwrap();
+    pipedrive_whatsapp::store::migrate(&db).await.unwrap();
+    // In arrival order: state and age in hours. With the defaults (7 and 30 days) all would stay.
+    let stored = [
+        ("parked", 120),
+        ("processed", 72),
+        ("parked", 72),
+        ("processed", 60),
+        ("failed", 60),
+        ("processed", 24),
+        ("processed", 0),
+    ];
+    for (state, hours) in stored {
+        sqlx::query(
+            "INSERT INTO webhook_events (body, state, received_at, processed_at)
+             VALUES ('{}', $1, now() - make_interval(hours => $2), now())",
+        )
+        .bind(state)
+        .bind(hours)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+
+    let app = spawn_app_on_database(&database, |env| {
+        env.insert("WEBHOOK_RETENTION_DAYS".into(), "2".into());
+        env.insert("PARKED_WEBHOOK_RETENTION_DAYS".into(), "4".into());
+    })
+    .await;
+    // Processed ones go after two days, parked ones after four, failed ones stay; the walk
+    // stops at the first webhook younger than two days.
+    let left = eventually(Duration::from_secs(10), || async {
+        let left: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT state, round(EXTRACT(EPOCH FROM now() - received_at) / 3600)::int
+             FROM webhook_events ORDER BY id",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        (left.len() < stored.len()).then_some(left)
+    })
+    .await;
+    let left: Vec<(&str, i32)> = left.iter().map(|(s, h)| (s.as_str(), *h)).collect();
+    assert_eq!(
+        left,
+        [
+            ("parked", 72),
+            ("failed", 60),
+            ("processed", 24),
+            ("processed", 0)
+        ]
+    );
     app.stop().await;
 }
 
