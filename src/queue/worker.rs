@@ -146,41 +146,67 @@ impl Dispatch {
 
     /// Runs `jobs`, inserted under `lease` and committed (in id order): those of one ordering
     /// key in a row, each run on one of the lease's workers, and then the jobs queued behind
-    /// them in their keys, as after a claim. The workers left over are free again.
-    pub fn run(&self, mut lease: Lease, jobs: Vec<Job>) {
-        let mut runs: Vec<Vec<Job>> = Vec::new();
-        let mut of_key: HashMap<String, usize> = HashMap::new();
-        for job in jobs {
-            match job.ordering_key.clone() {
-                Some(key) => match of_key.get(&key) {
-                    Some(&run) => runs[run].push(job),
-                    None => {
-                        of_key.insert(key, runs.len());
-                        runs.push(vec![job]);
-                    }
+    /// them in their keys, as after a claim. From [`READ_TOGETHER`] jobs on, what their
+    /// handlers need is read for all of them at once. The workers left over are free again.
+    pub fn run(&self, lease: Lease, jobs: Vec<Job>) {
+        if jobs.len() < READ_TOGETHER {
+            spawn_runs(&self.worker, lease, jobs, HashMap::new());
+            return;
+        }
+        let worker = self.worker.clone();
+        // The lease goes with the task, so a shutdown waits for the runs to be under way.
+        self.worker.in_flight.spawn(async move {
+            let ahead = read_ahead(&worker, &jobs).await;
+            spawn_runs(&worker, lease, jobs, ahead);
+        });
+    }
+}
+
+/// Jobs at hand from which one read serves them all. Under load, a batch's or a claim's jobs
+/// each reading their own cost as many statements and round trips, and `ingest` acknowledged
+/// about an eighth fewer webhooks; a few jobs that wait for one another's rows are later than
+/// each reading its own at once (the end-to-end median at 1,000 webhooks a second rose by up to
+/// a millisecond when every batch was read together). BENCHMARKS.md, fourteenth round.
+const READ_TOGETHER: usize = 8;
+
+/// Starts the runs of `jobs` (in id order) leased under `lease`, one per ordering key, with what
+/// was read ahead for them.
+fn spawn_runs(worker: &Arc<Worker>, lease: Lease, jobs: Vec<Job>, mut ahead: HashMap<i64, ReadAhead>) {
+    let mut runs: Vec<Vec<(Job, Option<ReadAhead>)>> = Vec::new();
+    let mut of_key: HashMap<String, usize> = HashMap::new();
+    for job in jobs {
+        let read = ahead.remove(&job.id);
+        match job.ordering_key.clone() {
+            Some(key) => match of_key.get(&key) {
+                Some(&run) => runs[run].push((job, read)),
+                None => {
+                    of_key.insert(key, runs.len());
+                    runs.push(vec![(job, read)]);
+                }
+            },
+            None => runs.push(vec![(job, read)]),
+        }
+    }
+    let Lease {
+        mut permits, since, ..
+    } = lease;
+    for run in runs {
+        let worker = worker.clone();
+        // Every run was counted against `Taker::runs`, so the lease holds a permit for each;
+        // were one missing, the run waits for a free worker rather than be stranded.
+        let held = permits.pop();
+        worker.in_flight.clone().spawn(async move {
+            let permit = match held {
+                Some(permit) => permit,
+                None => tokio::select! {
+                    permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                    // Still leased to us: the shutdown releases them with every job we hold.
+                    _ = worker.shutdown.cancelled() => return,
                 },
-                None => runs.push(vec![job]),
-            }
-        }
-        for run in runs {
-            let worker = self.worker.clone();
-            let since = lease.since;
-            // Every run was counted against `Taker::runs`, so the lease holds a permit for
-            // each; were one missing, the run waits for a free worker rather than be stranded.
-            let held = lease.permits.pop();
-            self.worker.in_flight.spawn(async move {
-                let permit = match held {
-                    Some(permit) => permit,
-                    None => tokio::select! {
-                        permit = worker.permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                        // Still leased to us: the shutdown releases them with every job we hold.
-                        _ = worker.shutdown.cancelled() => return,
-                    },
-                };
-                run_chain(&worker, run, since).await;
-                drop(permit);
-            });
-        }
+            };
+            run_chain(&worker, run, since).await;
+            drop(permit);
+        });
     }
 }
 
@@ -253,11 +279,17 @@ async fn claim_loop(worker: Arc<Worker>) {
             continue;
         }
         let claimed_at = Instant::now();
+        let mut ahead = if claimed.len() >= READ_TOGETHER {
+            read_ahead(&worker, &claimed).await
+        } else {
+            HashMap::new()
+        };
         for job in claimed {
             let permit = held.pop().expect("claimed no more jobs than permits held");
             let runner = worker.clone();
+            let read = ahead.remove(&job.id);
             worker.in_flight.spawn(async move {
-                run_chain(&runner, vec![job], claimed_at).await;
+                run_chain(&runner, vec![(job, read)], claimed_at).await;
                 drop(permit);
             });
         }
@@ -303,14 +335,17 @@ const CHAIN: usize = 64;
 /// Successors claimed at a time by a task that just ran their key's head.
 const CHAIN_STEP: i64 = 16;
 
-/// Runs `first` (jobs of one ordering key in id order, leased at `claimed`) and, while its jobs
+/// Runs `first` (jobs of one ordering key in id order, leased at `claimed`, each with what was
+/// read ahead for it, if anything) and, while its jobs
 /// succeed, the due jobs queued behind them in their ordering key: they are claimed while their
 /// predecessor still holds the key, so no other worker can take them, and they run in order in
 /// this task. A backlog of one conversation then costs a claim per step of the chain instead
 /// of a claim per job.
-async fn run_chain(worker: &Worker, first: Vec<Job>, claimed: Instant) {
-    let mut chain: VecDeque<(Job, Instant, Option<ReadAhead>)> =
-        first.into_iter().map(|job| (job, claimed, None)).collect();
+async fn run_chain(worker: &Worker, first: Vec<(Job, Option<ReadAhead>)>, claimed: Instant) {
+    let mut chain: VecDeque<(Job, Instant, Option<ReadAhead>)> = first
+        .into_iter()
+        .map(|(job, ahead)| (job, claimed, ahead))
+        .collect();
     let mut ran = 0;
     while let Some((job, claimed, ahead)) = chain.pop_front() {
         if claimed.elapsed() > worker.config.lease / 2 {

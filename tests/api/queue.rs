@@ -560,6 +560,37 @@ async fn jobs_run_in_a_row_get_what_was_read_ahead_for_them() {
 }
 
 #[tokio::test]
+async fn jobs_claimed_together_are_read_ahead_in_one_go() {
+    // As many heads of keys as there are workers: one claim takes them all, and what they
+    // need is read for all of them before they run, each getting its own.
+    let db = migrated_db().await;
+    let workers_at_once = fast_workers().concurrency as i64;
+    for key in 0..workers_at_once {
+        enqueue(
+            &db,
+            NewJob::new("record", &json!({"key": key, "seq": key})).ordered_by(format!("k{key}")),
+        )
+        .await;
+    }
+    let got: ReadLog = Arc::default();
+    let mut registry = Registry::new();
+    registry.register(
+        "record",
+        ReadsAhead {
+            recorder: Recorder(Arc::default()),
+            got: Arc::clone(&got),
+        },
+    );
+    let workers = Workers::start(&db, registry, fast_workers());
+    wait_for(&db, "done", workers_at_once).await;
+    workers.stop().await;
+    let mut got = got.lock().unwrap().clone();
+    got.sort_unstable();
+    let expected: Vec<(i64, Option<i64>)> = (0..workers_at_once).map(|seq| (seq, Some(seq))).collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
 async fn done_jobs_go_a_week_after_they_finished_and_the_rest_stay() {
     let db = migrated_db().await;
     // Oldest first: a dead job, three done ones, one done job retried until two days ago,
