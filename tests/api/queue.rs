@@ -532,12 +532,9 @@ impl Handler for ReadsAhead {
     }
 }
 
-#[tokio::test]
-async fn jobs_run_in_a_row_get_what_was_read_ahead_for_them() {
-    // The head of a key is claimed alone; the jobs behind it are claimed together when it
-    // succeeds, read ahead in one go, and each gets its own read.
-    let db = migrated_db().await;
-    enqueue_ordered(&db, 1, 12).await;
+/// Runs the `n` queued `record` jobs with a [`ReadsAhead`] handler; the `(key, seq)` of each job
+/// run, and the `(seq, what was read ahead)` of each, in the order they ran.
+async fn run_reading_ahead(db: &PgPool, n: i64) -> (Vec<(i64, i64)>, Vec<(i64, Option<i64>)>) {
     let log: Log = Arc::default();
     let got: ReadLog = Arc::default();
     let mut registry = Registry::new();
@@ -548,11 +545,22 @@ async fn jobs_run_in_a_row_get_what_was_read_ahead_for_them() {
             got: Arc::clone(&got),
         },
     );
-    let workers = Workers::start(&db, registry, fast_workers());
-    wait_for(&db, "done", 12).await;
+    let workers = Workers::start(db, registry, fast_workers());
+    wait_for(db, "done", n).await;
     workers.stop().await;
-    assert_in_order_and_once(&log.lock().unwrap(), 1, 12);
-    let got = got.lock().unwrap();
+    let log = log.lock().unwrap().clone();
+    let got = got.lock().unwrap().clone();
+    (log, got)
+}
+
+#[tokio::test]
+async fn jobs_run_in_a_row_get_what_was_read_ahead_for_them() {
+    // The head of a key is claimed alone; the jobs behind it are claimed together when it
+    // succeeds, read ahead in one go, and each gets its own read.
+    let db = migrated_db().await;
+    enqueue_ordered(&db, 1, 12).await;
+    let (log, got) = run_reading_ahead(&db, 12).await;
+    assert_in_order_and_once(&log, 1, 12);
     assert_eq!(got[0], (0, None), "the head reads for itself");
     for &(seq, read) in &got[1..] {
         assert_eq!(read, Some(seq), "job {seq} got its own read ahead");
@@ -572,19 +580,7 @@ async fn jobs_claimed_together_are_read_ahead_in_one_go() {
         )
         .await;
     }
-    let got: ReadLog = Arc::default();
-    let mut registry = Registry::new();
-    registry.register(
-        "record",
-        ReadsAhead {
-            recorder: Recorder(Arc::default()),
-            got: Arc::clone(&got),
-        },
-    );
-    let workers = Workers::start(&db, registry, fast_workers());
-    wait_for(&db, "done", workers_at_once).await;
-    workers.stop().await;
-    let mut got = got.lock().unwrap().clone();
+    let (_, mut got) = run_reading_ahead(&db, workers_at_once).await;
     got.sort_unstable();
     let expected: Vec<(i64, Option<i64>)> = (0..workers_at_once).map(|seq| (seq, Some(seq))).collect();
     assert_eq!(got, expected);

@@ -129,26 +129,16 @@ async fn purge_webhooks_during_load(d: &Deployment, n: u64) -> anyhow::Result<Pu
     .execute(&d.db)
     .await?;
     settle_seed(d, "VACUUM ANALYZE webhook_events").await?;
-    println!(
-        "  aged webhooks                      {n} stored in {} s",
-        fmt_secs(seeded_at.elapsed())
-    );
     let db = d.db.clone();
-    let task = tokio::spawn(async move {
-        let started = std::time::Instant::now();
+    Ok(start_purge("aged webhooks", n, seeded_at, async move {
         let now = chrono::Utc::now();
         let cutoffs = retention::Cutoffs {
             processed: now,
             parked: now,
         };
         let purged = retention::purge(&db, cutoffs, 0, purge::PACE, &CancellationToken::new()).await?;
-        Ok((purged.deleted.processed, started.elapsed()))
-    });
-    Ok(Purge {
-        what: "aged webhooks",
-        stored: n,
-        task,
-    })
+        Ok(purged.deleted.processed)
+    }))
 }
 
 /// Stores `n` done jobs finished eight days before the load, as the status deliveries of a busy
@@ -170,22 +160,31 @@ async fn purge_jobs_during_load(d: &Deployment, n: u64) -> anyhow::Result<Purge>
     .execute(&d.db)
     .await?;
     settle_seed(d, "VACUUM ANALYZE jobs").await?;
+    let db = d.db.clone();
+    Ok(start_purge("aged jobs", n, seeded_at, async move {
+        let before = chrono::Utc::now();
+        queue::retention::purge(&db, before, purge::PACE, &CancellationToken::new()).await
+    }))
+}
+
+/// Reports `stored` rows of `what` seeded since `seeded_at`, and starts `purge`, which gives
+/// how many it deleted, timing it.
+fn start_purge(
+    what: &'static str,
+    stored: u64,
+    seeded_at: std::time::Instant,
+    purge: impl Future<Output = Result<u64, sqlx::Error>> + Send + 'static,
+) -> Purge {
     println!(
-        "  aged jobs                          {n} stored in {} s",
+        "  {what:<35}{stored} stored in {} s",
         fmt_secs(seeded_at.elapsed())
     );
-    let db = d.db.clone();
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let before = chrono::Utc::now();
-        let deleted = queue::retention::purge(&db, before, purge::PACE, &CancellationToken::new()).await?;
+        let deleted = purge.await?;
         Ok((deleted, started.elapsed()))
     });
-    Ok(Purge {
-        what: "aged jobs",
-        stored: n,
-        task,
-    })
+    Purge { what, stored, task }
 }
 
 /// Leaves a seeded table as a long-running database would have it: vacuumed, its statistics
