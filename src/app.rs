@@ -61,8 +61,7 @@ impl Application {
             tracing::info!(resumed, "replaying deliveries parked for the CRM timeline");
         }
 
-        let mut state = AppState::new(config, db);
-        state.retry = workers.retry;
+        let state = AppState::new(config, db, workers.retry);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let handlers = job_handlers(&state, workers.debounce);

@@ -286,7 +286,7 @@ async fn channels(action: ChannelsAction) -> anyhow::Result<()> {
             }
         }
         ChannelsAction::Delete { phone_number_id } => {
-            let state = AppState::new(config, db);
+            let state = AppState::new(config, db, crate::queue::RetryPolicy::default());
             let removal = pipedrive_channels::remove(&state.pipedrive, &state.db, &phone_number_id).await?;
             let what = match removal {
                 Removal::Deleted => "deleted in Pipedrive",
@@ -304,7 +304,7 @@ async fn backfill(company_id: Option<i64>, since: Option<chrono::NaiveDate>) -> 
     crate::telemetry::init(config.log_format, &config.log_filter);
     let db = connect(&config).await?;
     store::migrate(&db).await.context("applying migrations")?;
-    let state = AppState::new(config, db);
+    let state = AppState::new(config, db, crate::queue::RetryPolicy::default());
     let options = timeline::backfill::Options { company_id, since };
     let writer = timeline::Writer::new(&state);
     let mut progress = None;

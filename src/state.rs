@@ -17,9 +17,22 @@ use crate::video::jitsi::Jitsi;
 use crate::whatsapp::graph::GraphClient;
 use crate::whatsapp::intake::WebhookInbox;
 
-/// Shared state; cheap to clone.
+/// Shared state; cheap to clone: one reference count. Axum clones it for every middleware and
+/// handler of every request, and cloning each of its parts took a dozen counts shared by every
+/// core, 2 % of the machine under reads (BENCHMARKS.md, fifteenth round).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the handlers and job handlers share.
+pub struct Shared {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// PostgreSQL pool.
@@ -49,14 +62,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state for `config` around an existing pool, and starts the webhook inbox's
-    /// writers (so it must be called within a Tokio runtime).
-    pub fn new(config: Config, db: PgPool) -> Self {
+    /// Builds the state for `config` around an existing pool, with `retry` for failed jobs, and
+    /// starts the webhook inbox's writers (so it must be called within a Tokio runtime).
+    pub fn new(config: Config, db: PgPool, retry: crate::queue::RetryPolicy) -> Self {
         let keys = Arc::new(Keys::new(&config.secret_key));
         let pipedrive_credentials = PipedriveCredentials::new(&config.pipedrive);
         let http = outbound_client(config.outbound_timeout);
         let oauth = PipedriveOAuth::new(&config.pipedrive, &config.public_url, http.clone());
-        Self {
+        Self(Arc::new(Shared {
             graph: GraphClient::new(&config.whatsapp, http.clone()),
             jitsi: Arc::new(Jitsi::new(&config.jitsi)),
             pipedrive: PipedriveClient::new(db.clone(), http.clone(), keys.clone(), oauth),
@@ -66,11 +79,11 @@ impl AppState {
             db,
             http,
             ingest_wake: Arc::new(Notify::new()),
-            retry: crate::queue::RetryPolicy::default(),
+            retry,
             keys,
             pipedrive_credentials,
             metrics: crate::metrics::handle(),
-        }
+        }))
     }
 }
 

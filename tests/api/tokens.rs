@@ -316,7 +316,11 @@ async fn a_refused_refresh_token_parks_work_until_the_install_is_run_again() {
     store::channels::ensure_configured(&db, &config.whatsapp.phone_number_ids)
         .await
         .unwrap();
-    let state = AppState::new(config, db.clone());
+    let state = AppState::new(
+        config,
+        db.clone(),
+        pipedrive_whatsapp::queue::RetryPolicy::default(),
+    );
     mount_code_exchange(
         &pipedrive,
         CODE,
